@@ -1,0 +1,40 @@
+/**
+ * Canonical JSON: the one byte encoding of a value that goes into a step key.
+ * Object keys are sorted, `undefined` members are dropped, numbers use
+ * JavaScript's shortest round-trip form, and functions (custom scorers given
+ * in a pipeline file) are represented by the SHA-256 of their source text.
+ */
+import { createHash } from "node:crypto"
+
+export const canonicalJson = (value: unknown): string => {
+  if (value === null) return "null"
+  switch (typeof value) {
+    case "string":
+      return JSON.stringify(value)
+    case "boolean":
+      return value ? "true" : "false"
+    case "number":
+      if (!Number.isFinite(value)) throw new TypeError(`cannot encode non-finite number ${value} in a step key`)
+      return Object.is(value, -0) ? "0" : String(value)
+    case "bigint":
+      return `${value}`
+    case "function":
+      return `{"$fn":${JSON.stringify(createHash("sha256").update(value.toString()).digest("hex"))}}`
+    case "object": {
+      if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v === undefined ? null : v)).join(",")}]`
+      if (value instanceof Uint8Array) return `{"$bytes":${JSON.stringify(Buffer.from(value).toString("base64"))}}`
+      if (value instanceof Date) return JSON.stringify(value.toISOString())
+      if (value instanceof RegExp) return `{"$regex":${JSON.stringify(value.toString())}}`
+      const keys = Object.keys(value).sort()
+      const parts: string[] = []
+      for (const k of keys) {
+        const v = (value as Record<string, unknown>)[k]
+        if (v === undefined) continue
+        parts.push(`${JSON.stringify(k)}:${canonicalJson(v)}`)
+      }
+      return `{${parts.join(",")}}`
+    }
+    default:
+      throw new TypeError(`cannot encode ${typeof value} in a step key`)
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * Step plugins: a name, a version, a parameter Schema with defaults, typed
+ * inputs and outputs, the resources a step needs, and an Effect that runs it.
+ *
+ * A plugin reads its inputs (read-only files in the store), writes each output
+ * at the path `ctx.output(name)` gives it (a file, or a directory it creates
+ * there), and returns optional metadata per output. The engine hashes the
+ * outputs, moves them into the store and records them in one transaction, so a
+ * plugin never sees the store and a crash never leaves a partial result.
+ */
+import { createHash } from "node:crypto"
+import { Effect, Schema } from "effect"
+import type { ArtifactKind, InputSpec, RuntimeInput } from "./Artifact.ts"
+
+export interface Resources {
+  /** Wants the accelerator: takes one GPU slot (steps still run on CPU or WebAssembly without one). */
+  readonly gpu?: boolean
+  /** CPU threads the step keeps busy (defaults to 1). */
+  readonly cpu?: number
+  /** Rough peak memory in MiB, for the user's information. */
+  readonly memoryMb?: number
+}
+
+/** The facts a step reports about itself for lineage (`backend` above all). */
+export interface Annotations {
+  readonly backend?: string
+  readonly [key: string]: unknown
+}
+
+export interface StepContext<P, I extends Record<string, InputSpec>, O extends Record<string, ArtifactKind>> {
+  readonly node: string
+  readonly key: string
+  readonly params: P
+  readonly inputs: { readonly [K in keyof I]: RuntimeInput<I[K]> }
+  /** Where output `name` must be written: a file, or a directory created there. Nothing exists there yet. */
+  readonly output: (name: keyof O & string) => string
+  /** A private scratch directory, removed when the step ends. */
+  readonly scratch: string
+  /** A directory kept per step key until the step succeeds: training checkpoints live here and resume. */
+  readonly checkpoints: string
+  /** Threads this step may use. */
+  readonly threads: number
+  /** Fires when the run is interrupted: long non-Effect work should stop promptly. */
+  readonly signal: AbortSignal
+  readonly log: (line: string) => void
+  readonly metric: (name: string, value: number, step?: number) => void
+  readonly progress: (done: number, total?: number, detail?: string) => void
+  readonly annotate: (fields: Annotations) => void
+}
+
+type MetaOf<K> = K extends ArtifactKind<string, infer M> ? M : never
+export type OutputMeta<O extends Record<string, ArtifactKind>> = { readonly [K in keyof O]?: MetaOf<O[K]> }
+
+/** The failure of a step: what went wrong and where, in the user's terms. */
+export class StepError extends Schema.TaggedError<StepError>()("StepError", {
+  message: Schema.String,
+  file: Schema.optionalKey(Schema.String),
+  line: Schema.optionalKey(Schema.Number),
+  field: Schema.optionalKey(Schema.String),
+}) {}
+
+/** Anything a plugin may fail with: the engine reports its message (and tag, file, line, field when present). */
+export interface Failure {
+  readonly message: string
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: the parameter Schema is any struct codec
+export type ParamsSchema = Schema.Codec<any, any>
+
+export interface Plugin<
+  P extends ParamsSchema = ParamsSchema,
+  I extends Record<string, InputSpec> = Record<string, InputSpec>,
+  O extends Record<string, ArtifactKind> = Record<string, ArtifactKind>,
+> {
+  readonly _tag: "Plugin"
+  readonly name: string
+  readonly version: string
+  readonly fingerprint: string
+  readonly params: P
+  readonly inputs: I
+  readonly outputs: O
+  readonly resources: Resources
+  readonly run: (ctx: StepContext<P["Type"], I, O>) => Effect.Effect<OutputMeta<O> | undefined, Failure>
+}
+
+export interface PluginOptions<P extends ParamsSchema, I extends Record<string, InputSpec>, O extends Record<string, ArtifactKind>> {
+  readonly name: string
+  readonly version: string | number
+  readonly params: P
+  readonly inputs: I
+  readonly outputs: O
+  readonly resources?: Resources
+  /**
+   * Identifies the implementation's code, so a code change re-runs the step.
+   * Built-in plugins get the hash of their source folder at build time;
+   * plugins written in a pipeline file default to the hash of `run`'s source.
+   */
+  readonly fingerprint?: string
+  /** Source folders (relative to the package root) whose hash is this plugin's fingerprint. */
+  readonly code?: ReadonlyArray<string>
+  readonly run: (ctx: StepContext<P["Type"], I, O>) => Effect.Effect<OutputMeta<O> | undefined | void, Failure>
+}
+
+declare const __TUNEGRAPH_CODE_HASHES__: Record<string, string> | undefined
+
+const codeHashes = (): Record<string, string> =>
+  typeof __TUNEGRAPH_CODE_HASHES__ === "undefined" ? {} : __TUNEGRAPH_CODE_HASHES__
+
+export const definePlugin = <
+  P extends ParamsSchema,
+  const I extends Record<string, InputSpec>,
+  const O extends Record<string, ArtifactKind>,
+>(
+  options: PluginOptions<P, I, O>,
+): Plugin<P, I, O> => {
+  const hashes = codeHashes()
+  const fromCode = options.code?.map((dir) => hashes[dir] ?? `unhashed:${dir}`).join(",")
+  const fingerprint =
+    options.fingerprint ??
+    (fromCode !== undefined && fromCode.length > 0
+      ? createHash("sha256").update(fromCode).digest("hex").slice(0, 16)
+      : createHash("sha256").update(options.run.toString()).digest("hex").slice(0, 16))
+  return {
+    _tag: "Plugin",
+    name: options.name,
+    version: String(options.version),
+    fingerprint,
+    params: options.params,
+    inputs: options.inputs,
+    outputs: options.outputs,
+    resources: options.resources ?? {},
+    run: (ctx) => Effect.map(options.run(ctx), (m) => (m === undefined ? undefined : (m as OutputMeta<O>))),
+  }
+}
+
+/** A parameter with a default value (filled before the step key is built). */
+export const withDefault =
+  <S extends Schema.Top>(value: S["Encoded"]) =>
+  (schema: S) =>
+    schema.pipe(Schema.withDecodingDefaultKey(Effect.succeed(value)))
+
+/** Runs a Promise-returning function as a step body, failing with its error's message. */
+export const fromPromise = <A>(f: (signal: AbortSignal) => Promise<A>): Effect.Effect<A, Failure> =>
+  Effect.tryPromise({
+    try: f,
+    catch: (e) => (e instanceof Error ? (e as Failure) : new StepError({ message: String(e) })),
+  })
