@@ -1,0 +1,81 @@
+/** Real strings from the shared datasets, and a hand-made step context for running the plugin directly. */
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..")
+export const dataDir = path.resolve(repoRoot, "../shared/data")
+export const gpt2Dir = path.join(dataDir, "tokenizer/gpt2-hf")
+export const tok512File = path.join(dataDir, "model/stories260K/tok512.bin")
+export const gsm8kFile = path.join(dataDir, "datasets/gsm8k/test.jsonl")
+export const alpacaFile = path.join(dataDir, "datasets/alpaca-seed/seed_tasks.jsonl")
+export const bitextFile = path.join(
+  dataDir,
+  "datasets/bitext-customer-support/Bitext_Sample_Customer_Support_Training_Dataset.csv",
+)
+
+/** RFC 4180 rows (quoted fields may span lines). */
+const csvRows = (text: string): string[][] => {
+  const rows: string[][] = []
+  let row: string[] = []
+  let field = ""
+  let quoted = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') {
+        field += '"'
+        i++
+      } else if (c === '"') quoted = false
+      else field += c
+    } else if (c === '"') quoted = true
+    else if (c === ",") {
+      row.push(field)
+      field = ""
+    } else if (c === "\n" || c === "\r") {
+      if (c === "\r" && text[i + 1] === "\n") i++
+      row.push(field)
+      rows.push(row)
+      row = []
+      field = ""
+    } else field += c
+  }
+  if (field !== "" || row.length > 0) rows.push([...row, field])
+  return rows
+}
+
+export const bitextRows = (): Array<Record<string, string>> => {
+  const [header, ...rows] = csvRows(fs.readFileSync(bitextFile, "utf8"))
+  return rows.map((r) => Object.fromEntries(header!.map((h, i) => [h, r[i] ?? ""])))
+}
+
+export const gsm8k = (): Array<{ question: string; answer: string }> =>
+  fs
+    .readFileSync(gsm8kFile, "utf8")
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .map((l) => JSON.parse(l))
+
+export const alpacaSeed = (): Array<{
+  instruction: string
+  instances: Array<{ input: string; output: string }>
+}> =>
+  fs
+    .readFileSync(alpacaFile, "utf8")
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .map((l) => JSON.parse(l))
+
+/** `n` real strings of every kind the datasets hold: questions, worked answers, instructions, replies with placeholders. */
+export const realStrings = (n: number): string[] => {
+  const pools: string[][] = [
+    gsm8k().flatMap((r) => [r.question, r.answer]),
+    alpacaSeed().flatMap((t) => [t.instruction, ...t.instances.flatMap((x) => [x.input, x.output])]),
+    bitextRows().flatMap((r) => [r.instruction ?? "", r.response ?? ""]),
+  ].map((p) => p.filter((s) => s.length > 0))
+  const out: string[] = []
+  for (let i = 0; out.length < n; i++) {
+    for (const p of pools) if (i * 7 < p.length) out.push(p[(i * 7) % p.length]!)
+  }
+  return out.slice(0, n)
+}
