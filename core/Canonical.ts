@@ -14,15 +14,18 @@ export const canonicalJson = (value: unknown): string => {
     case "boolean":
       return value ? "true" : "false"
     case "number":
-      if (!Number.isFinite(value)) throw new TypeError(`cannot encode non-finite number ${value} in a step key`)
+      if (!Number.isFinite(value))
+        throw new TypeError(`cannot encode non-finite number ${value} in a step key`)
       return Object.is(value, -0) ? "0" : String(value)
     case "bigint":
       return `${value}`
     case "function":
       return `{"$fn":${JSON.stringify(createHash("sha256").update(value.toString()).digest("hex"))}}`
     case "object": {
-      if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v === undefined ? null : v)).join(",")}]`
-      if (value instanceof Uint8Array) return `{"$bytes":${JSON.stringify(Buffer.from(value).toString("base64"))}}`
+      if (Array.isArray(value))
+        return `[${value.map((v) => canonicalJson(v === undefined ? null : v)).join(",")}]`
+      if (value instanceof Uint8Array)
+        return `{"$bytes":${JSON.stringify(Buffer.from(value).toString("base64"))}}`
       if (value instanceof Date) return JSON.stringify(value.toISOString())
       if (value instanceof RegExp) return `{"$regex":${JSON.stringify(value.toString())}}`
       const keys = Object.keys(value).sort()

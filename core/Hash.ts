@@ -30,7 +30,8 @@ export const hashFileSync = (file: string): { digest: string; size: number } => 
   }
 }
 
-export const hashBytes = (bytes: Uint8Array | string): string => createHash("sha256").update(bytes).digest("hex")
+export const hashBytes = (bytes: Uint8Array | string): string =>
+  createHash("sha256").update(bytes).digest("hex")
 
 export interface ManifestEntry {
   readonly path: string // relative, forward slashes

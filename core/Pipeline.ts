@@ -69,16 +69,17 @@ export class Pipeline {
   ): Ref<N>
   source(name: string, spec: string | ReadonlyArray<string> | SourceSpec, kind: ArtifactKind = Files): Ref {
     this.checkName(name)
-    const s: SourceSpec = typeof spec === "string" || Array.isArray(spec) ? { path: spec as string } : (spec as SourceSpec)
+    const s: SourceSpec =
+      typeof spec === "string" || Array.isArray(spec) ? { path: spec as string } : (spec as SourceSpec)
     this.nodes.set(name, { _tag: "Source", name, spec: s, kind: kind.name })
     return { _tag: "Ref", kind: kind.name, node: name, output: "files" }
   }
 
-  node<P extends ParamsSchema, const I extends Record<string, InputSpec>, const O extends Record<string, ArtifactKind>>(
-    name: string,
-    plugin: Plugin<P, I, O>,
-    config: NodeConfig<P, I>,
-  ): OutputRefs<O> {
+  node<
+    P extends ParamsSchema,
+    const I extends Record<string, InputSpec>,
+    const O extends Record<string, ArtifactKind>,
+  >(name: string, plugin: Plugin<P, I, O>, config: NodeConfig<P, I>): OutputRefs<O> {
     this.checkName(name)
     const inputs = config.inputs as Record<string, Ref | ReadonlyArray<Ref> | undefined>
     for (const [input, spec] of Object.entries(plugin.inputs)) {
@@ -107,7 +108,8 @@ export class Pipeline {
       ...(config.group === undefined ? {} : { group: config.group }),
     })
     const refs: Record<string, Ref> = {}
-    for (const [out, k] of Object.entries(plugin.outputs)) refs[out] = { _tag: "Ref", kind: k.name, node: name, output: out }
+    for (const [out, k] of Object.entries(plugin.outputs))
+      refs[out] = { _tag: "Ref", kind: k.name, node: name, output: out }
     return refs as OutputRefs<O>
   }
 
@@ -124,7 +126,8 @@ export const dependencies = (node: Node): string[] => {
   const out: string[] = []
   for (const wired of Object.values(node.inputs)) {
     if (wired === undefined) continue
-    for (const ref of Array.isArray(wired) ? wired : [wired as Ref]) if (!out.includes(ref.node)) out.push(ref.node)
+    for (const ref of Array.isArray(wired) ? wired : [wired as Ref])
+      if (!out.includes(ref.node)) out.push(ref.node)
   }
   return out
 }

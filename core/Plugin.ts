@@ -83,7 +83,11 @@ export interface Plugin<
   readonly run: (ctx: StepContext<P["Type"], I, O>) => Effect.Effect<OutputMeta<O> | undefined, Failure>
 }
 
-export interface PluginOptions<P extends ParamsSchema, I extends Record<string, InputSpec>, O extends Record<string, ArtifactKind>> {
+export interface PluginOptions<
+  P extends ParamsSchema,
+  I extends Record<string, InputSpec>,
+  O extends Record<string, ArtifactKind>,
+> {
   readonly name: string
   readonly version: string | number
   readonly params: P
@@ -98,7 +102,9 @@ export interface PluginOptions<P extends ParamsSchema, I extends Record<string, 
   readonly fingerprint?: string
   /** Source folders (relative to the package root) whose hash is this plugin's fingerprint. */
   readonly code?: ReadonlyArray<string>
-  readonly run: (ctx: StepContext<P["Type"], I, O>) => Effect.Effect<OutputMeta<O> | undefined | void, Failure>
+  readonly run: (
+    ctx: StepContext<P["Type"], I, O>,
+  ) => Effect.Effect<OutputMeta<O> | undefined | undefined, Failure>
 }
 
 declare const __TUNEGRAPH_CODE_HASHES__: Record<string, string> | undefined

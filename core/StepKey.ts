@@ -47,19 +47,23 @@ export type KeyDifference =
 /** Which ingredients differ between two keys' recipes: what `plan` prints to explain a miss. */
 export const diffIngredients = (before: KeyIngredients, after: KeyIngredients): KeyDifference[] => {
   const out: KeyDifference[] = []
-  if (before.plugin !== after.plugin) out.push({ ingredient: "plugin", from: before.plugin, to: after.plugin })
-  if (before.version !== after.version) out.push({ ingredient: "version", from: before.version, to: after.version })
+  if (before.plugin !== after.plugin)
+    out.push({ ingredient: "plugin", from: before.plugin, to: after.plugin })
+  if (before.version !== after.version)
+    out.push({ ingredient: "version", from: before.version, to: after.version })
   if (before.fingerprint !== after.fingerprint)
     out.push({ ingredient: "fingerprint", from: before.fingerprint, to: after.fingerprint })
   for (const name of union(Object.keys(before.params), Object.keys(after.params))) {
     const a = before.params[name]
     const b = after.params[name]
-    if (canonicalOrUndefined(a) !== canonicalOrUndefined(b)) out.push({ ingredient: "param", name, from: a, to: b })
+    if (canonicalOrUndefined(a) !== canonicalOrUndefined(b))
+      out.push({ ingredient: "param", name, from: a, to: b })
   }
   for (const name of union(Object.keys(before.inputs), Object.keys(after.inputs))) {
     const a = before.inputs[name]
     const b = after.inputs[name]
-    if (canonicalOrUndefined(a) !== canonicalOrUndefined(b)) out.push({ ingredient: "input", name, from: a, to: b })
+    if (canonicalOrUndefined(a) !== canonicalOrUndefined(b))
+      out.push({ ingredient: "input", name, from: a, to: b })
   }
   return out
 }

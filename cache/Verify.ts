@@ -1,0 +1,54 @@
+/**
+ * Integrity check of a store: SQLite's own check, every cache entry and
+ * recorded output pointing at an artifact row, and every artifact's object
+ * present with the recorded bytes (re-hashed).
+ */
+import * as fs from "node:fs"
+import { hashDirSync, hashFileSync } from "../core/Hash.ts"
+import type { Store } from "./Store.ts"
+
+export interface VerifyReport {
+  readonly objects: number
+  readonly bytes: number
+  readonly problems: ReadonlyArray<string>
+}
+
+export const verifyStore = (store: Store): VerifyReport => {
+  const problems: string[] = []
+  const ic = store.db.pragma("integrity_check", { simple: true })
+  if (ic !== "ok") problems.push(`sqlite integrity_check: ${String(ic)}`)
+  const dangling = store.db
+    .prepare(
+      `SELECT o.digest FROM execution_outputs o JOIN executions e ON e.id = o.execution_id
+       WHERE e.status = 'ran' AND o.digest NOT IN (SELECT digest FROM artifacts)`,
+    )
+    .all() as Array<{ digest: string }>
+  for (const d of dangling) problems.push(`output ${d.digest} has no artifact row`)
+  for (const row of store.db.prepare("SELECT step_key, outputs FROM step_cache").all() as Array<{
+    step_key: string
+    outputs: string
+  }>)
+    for (const [name, digest] of Object.entries(JSON.parse(row.outputs) as Record<string, string>))
+      if (store.artifact(digest) === undefined)
+        problems.push(`cache entry ${row.step_key} output ${name}: no artifact ${digest}`)
+  let objects = 0
+  let bytes = 0
+  for (const a of store.db.prepare("SELECT digest, is_dir, size FROM artifacts").all() as Array<{
+    digest: string
+    is_dir: number
+    size: number
+  }>) {
+    objects++
+    const p = store.objectPath(a.digest)
+    if (!fs.existsSync(p)) {
+      problems.push(`object ${a.digest} is missing`)
+      continue
+    }
+    const h = a.is_dir === 1 ? hashDirSync(p) : hashFileSync(p)
+    bytes += h.size
+    if (h.digest !== a.digest)
+      problems.push(`object ${a.digest} is damaged: its content hashes to ${h.digest}`)
+    else if (h.size !== a.size) problems.push(`object ${a.digest}: size ${h.size}, recorded ${a.size}`)
+  }
+  return { objects, bytes, problems }
+}

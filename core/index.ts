@@ -1,0 +1,10 @@
+/** The engine's public API: pipelines, plugins, artifacts. Knows nothing about LLMs. */
+export type { Artifact, ArtifactFile, ArtifactKind, Many, Optional, Ref } from "./Artifact.ts"
+export { Files, kind, many, optional } from "./Artifact.ts"
+export { canonicalJson } from "./Canonical.ts"
+export type { Node, NodeConfig, SourceSpec, StepNode } from "./Pipeline.ts"
+export { Pipeline, PipelineError } from "./Pipeline.ts"
+export type { Annotations, Failure, Plugin, PluginOptions, Resources, StepContext } from "./Plugin.ts"
+export { definePlugin, fromPromise, StepError, withDefault } from "./Plugin.ts"
+export type { KeyIngredients } from "./StepKey.ts"
+export { stepKey } from "./StepKey.ts"

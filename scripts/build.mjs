@@ -1,0 +1,65 @@
+// Bundles the library and the CLI into dist/ with esbuild: Effect is bundled and
+// tree-shaken (a no-op run must start fast); native and heavy packages stay
+// external and load only when a step needs them. Each plugins/ folder's source
+// hash is compiled in as its code fingerprint.
+import { createHash } from "node:crypto"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import * as esbuild from "esbuild"
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
+const pkg = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8"))
+const bundled = new Set(["effect", "@effect/platform-node"])
+const external = [
+  ...Object.keys(pkg.dependencies ?? {}),
+  ...Object.keys(pkg.optionalDependencies ?? {}),
+].filter((d) => !bundled.has(d))
+
+const walk = (dir) =>
+  fs
+    .readdirSync(dir, { withFileTypes: true })
+    .flatMap((d) => (d.isDirectory() ? walk(path.join(dir, d.name)) : [path.join(dir, d.name)]))
+    .sort()
+
+// plugins/<folder> -> sha256 of its files (paths and bytes)
+const codeHashes = {}
+for (const d of fs.readdirSync(path.join(root, "plugins"), { withFileTypes: true })) {
+  if (!d.isDirectory()) continue
+  const h = createHash("sha256")
+  for (const f of walk(path.join(root, "plugins", d.name))) {
+    h.update(path.relative(root, f))
+    h.update("\0")
+    h.update(fs.readFileSync(f))
+    h.update("\0")
+  }
+  codeHashes[`plugins/${d.name}`] = h.digest("hex").slice(0, 16)
+}
+
+const workers = walk(path.join(root, "plugins")).filter((f) => f.endsWith(".worker.ts"))
+
+fs.rmSync(path.join(root, "dist"), { recursive: true, force: true })
+await esbuild.build({
+  absWorkingDir: root,
+  entryPoints: [
+    { in: "index.ts", out: "index" },
+    { in: "cli.ts", out: "cli" },
+    ...workers.map((w) => ({ in: path.relative(root, w), out: `workers/${path.basename(w, ".worker.ts")}` })),
+  ],
+  outdir: "dist",
+  bundle: true,
+  splitting: true,
+  format: "esm",
+  platform: "node",
+  target: "node20",
+  external,
+  minify: true,
+  sourcemap: "linked",
+  chunkNames: "chunks/[name]-[hash]",
+  define: { __TUNEGRAPH_CODE_HASHES__: JSON.stringify(codeHashes) },
+  banner: {
+    js: "import { createRequire as __tgCreateRequire } from 'node:module'; const require = __tgCreateRequire(import.meta.url);",
+  },
+  logLevel: "warning",
+})
+console.log(`built dist/ (${workers.length} worker${workers.length === 1 ? "" : "s"})`)
