@@ -1,0 +1,48 @@
+import * as fs from "node:fs"
+import * as path from "node:path"
+import * as tf from "@tensorflow/tfjs-core"
+import { describe, expect, test } from "vitest"
+import { initBackend } from "../../../plugins/train/Backend.ts"
+import { generate, sequenceLogits } from "../../../plugins/train/Generate.ts"
+import { LlamaModel } from "../../../plugins/train/Llama.ts"
+import { loadModel } from "../../../plugins/train/ModelIO.ts"
+import { llama2cText, readScalarModel, ScalarRunner, scalarGreedy } from "./ScalarLlama.ts"
+
+const data = path.resolve(import.meta.dirname, "../../../../shared/data/model/stories260K")
+const bin = path.join(data, "stories260K.bin")
+const tok = path.join(data, "tok512.bin")
+
+// The shared data folder holds the real pretrained model; without it there is nothing to compare against.
+describe.skipIf(!fs.existsSync(bin))("Llama forward pass on stories260K", () => {
+  const scalar = fs.existsSync(bin) ? readScalarModel(bin) : undefined
+
+  for (const backend of ["wasm", "cpu"]) {
+    test(`logits match the scalar llama2.c reference within 1e-4 (${backend})`, async () => {
+      await initBackend(backend)
+      const ids = [1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 13, 438, 310]
+      const runner = new ScalarRunner(scalar as NonNullable<typeof scalar>)
+      const model = new LlamaModel(loadModel(bin).config, loadModel(bin).weights, { mode: "frozen" })
+      const logits = sequenceLogits(model, ids)
+      model.dispose()
+      let worst = 0
+      ids.forEach((id, pos) => {
+        const ref = runner.forward(id, pos)
+        for (let v = 0; v < ref.length; v++)
+          worst = Math.max(worst, Math.abs((logits[pos * ref.length + v] as number) - (ref[v] as number)))
+      })
+      expect(worst).toBeLessThan(1e-4)
+      expect(tf.memory().numTensors).toBeLessThan(5)
+    })
+  }
+
+  test("greedy generation from BOS reproduces llama2.c's 200-step story", async () => {
+    await initBackend("wasm")
+    // The scalar reference follows run.c's loop; its text was checked identical to llama2.c's `run -t 0 -n 200`.
+    const want = scalarGreedy(scalar as NonNullable<typeof scalar>, 200)
+    const got = await generate({ model: loadModel(bin), promptIds: [1], maxTokens: 200, temperature: 0 })
+    expect(got).toEqual(want)
+    const text = llama2cText(tok, got)
+    expect(Buffer.byteLength(text, "latin1")).toBe(464)
+    expect(text.startsWith("Once upon a time, there was a little girl named Lily.")).toBe(true)
+  })
+})
