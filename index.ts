@@ -3,6 +3,6 @@
  *
  *   import { Pipeline, ingest, dedupe, split, tokenize, trainLora } from "tunegraph"
  */
-export { Schema } from "effect"
+export { Effect, Schema } from "effect"
 export * from "./core/index.ts"
 export * from "./plugins/index.ts"

@@ -435,7 +435,7 @@ export class Store {
    * moving, so such an entry is marked racy and re-hashed next time.
    */
   statRemember(file: string, st: StatRow, digest: string, nowNs: bigint) {
-    const racy = nowNs - st.mtimeNs < RACY_WINDOW_NS || nowNs - st.ctimeNs < RACY_WINDOW_NS ? 1 : 0
+    const racy = nowNs - st.mtimeNs < RACY_WINDOW_NS ? 1 : 0
     this.db
       .prepare(
         "INSERT OR REPLACE INTO stat_cache (path, dev, ino, size, mtime_ns, ctime_ns, digest, racy) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

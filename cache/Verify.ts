@@ -20,7 +20,7 @@ export const verifyStore = (store: Store): VerifyReport => {
   const dangling = store.db
     .prepare(
       `SELECT o.digest FROM execution_outputs o JOIN executions e ON e.id = o.execution_id
-       WHERE e.status = 'ran' AND o.digest NOT IN (SELECT digest FROM artifacts)`,
+       WHERE e.status = 'ran' AND e.plugin != 'source' AND o.digest NOT IN (SELECT digest FROM artifacts)`,
     )
     .all() as Array<{ digest: string }>
   for (const d of dangling) problems.push(`output ${d.digest} has no artifact row`)

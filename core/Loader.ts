@@ -90,7 +90,13 @@ const compile = async (abs: string, out: string, manifestFile: string, engine: s
         {
           name: "tunegraph-externals",
           setup(build) {
-            build.onResolve({ filter: /^tunegraph(\/.*)?$/ }, () => ({ path: engine, external: true }))
+            build.onResolve({ filter: /^tunegraph$/ }, () => ({ path: engine, external: true }))
+            // One Effect runtime: a plugin written in a pipeline file runs on the engine's own copy.
+            if (engine.startsWith("file:"))
+              build.onResolve({ filter: /^effect$/ }, () => ({
+                path: new URL("./effect.js", engine).href,
+                external: true,
+              }))
             build.onResolve({ filter: /^[^./]/ }, async (args) => {
               if (args.path.startsWith("node:") || args.pluginData === "inner") return undefined
               const r = await build.resolve(args.path, {

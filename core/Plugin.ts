@@ -102,9 +102,10 @@ export interface PluginOptions<
   readonly fingerprint?: string
   /** Source folders (relative to the package root) whose hash is this plugin's fingerprint. */
   readonly code?: ReadonlyArray<string>
+  // biome-ignore lint/suspicious/noConfusingVoidType: a step with nothing to say about its outputs returns Effect.void
   readonly run: (
     ctx: StepContext<P["Type"], I, O>,
-  ) => Effect.Effect<OutputMeta<O> | undefined | undefined, Failure>
+  ) => Effect.Effect<OutputMeta<O> | undefined | void, Failure>
 }
 
 declare const __TUNEGRAPH_CODE_HASHES__: Record<string, string> | undefined

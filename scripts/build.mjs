@@ -44,6 +44,7 @@ await esbuild.build({
   entryPoints: [
     { in: "index.ts", out: "index" },
     { in: "cli.ts", out: "cli" },
+    { in: "effect.ts", out: "effect" },
     ...workers.map((w) => ({ in: path.relative(root, w), out: `workers/${path.basename(w, ".worker.ts")}` })),
   ],
   outdir: "dist",

@@ -1,0 +1,73 @@
+/** Runs the built CLI as a user does: a child process in a project directory. */
+import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+
+export const repoRoot = path.resolve(import.meta.dirname, "../..")
+export const bin = path.join(repoRoot, "bin/tunegraph.js")
+export const sharedData = path.resolve(repoRoot, "../shared/data")
+export const hasSharedData = fs.existsSync(sharedData)
+
+export const tempDir = (prefix: string) => fs.mkdtempSync(path.join(os.tmpdir(), `tg-${prefix}-`))
+
+export interface CliResult {
+  readonly code: number
+  readonly stdout: string
+  readonly stderr: string
+}
+
+export const cli = (
+  cwd: string,
+  args: ReadonlyArray<string>,
+  env: Record<string, string> = {},
+): CliResult => {
+  const r = spawnSync(process.execPath, [bin, ...args], {
+    cwd,
+    env: { ...process.env, NO_COLOR: "1", ...env },
+    encoding: "utf8",
+    timeout: 300_000,
+  })
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+}
+
+export interface RunJson {
+  run: string
+  status: "succeeded" | "failed"
+  steps: Array<{
+    node: string
+    plugin: string
+    status: "cached" | "ran" | "failed" | "skipped"
+    key: string | null
+    outputs: Record<string, string>
+    ms: number
+    error?: string
+  }>
+}
+
+/** `tunegraph run --json`, parsed; throws with the output when it is not JSON. */
+export const runJson = (cwd: string, args: ReadonlyArray<string>, env: Record<string, string> = {}) => {
+  const r = cli(cwd, ["run", ...args, "--json"], env)
+  try {
+    return { ...r, json: JSON.parse(r.stdout) as RunJson }
+  } catch {
+    throw new Error(`not JSON (exit ${r.code}):\n${r.stdout}\n${r.stderr}`)
+  }
+}
+
+export const statuses = (json: RunJson) => Object.fromEntries(json.steps.map((s) => [s.node, s.status]))
+export const ran = (json: RunJson) =>
+  json.steps
+    .filter((s) => s.status === "ran")
+    .map((s) => s.node)
+    .sort()
+
+export const spawnCli = (
+  cwd: string,
+  args: ReadonlyArray<string>,
+  env: Record<string, string> = {},
+): ChildProcess =>
+  spawn(process.execPath, [bin, ...args], { cwd, env: { ...process.env, NO_COLOR: "1", ...env } })
+
+export const sha256sum = (file: string) =>
+  execFileSync("sha256sum", [file], { encoding: "utf8" }).split(" ")[0]!
