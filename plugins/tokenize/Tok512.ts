@@ -19,6 +19,11 @@ export interface EncodeOptions {
   readonly bos?: boolean
   /** Append EOS (id 2). */
   readonly eos?: boolean
+  /**
+   * SentencePiece's dummy-prefix space in front of non-empty text (default
+   * true, as run.c). Off for text that continues a sequence already started.
+   */
+  readonly dummyPrefix?: boolean
 }
 
 export interface DecodeOptions {
@@ -150,7 +155,7 @@ export class Llama2cTokenizer {
     const bytes = Buffer.from(text, "utf8")
     const tokens: number[] = []
     if (options.bos) tokens.push(this.bosId)
-    if (bytes.length > 0) {
+    if (bytes.length > 0 && options.dummyPrefix !== false) {
       tokens.push(this.spaceId >= 0 ? this.spaceId : 0x20 + BYTE_FALLBACK_OFFSET)
     }
     this.pushCodepoints(bytes, tokens)

@@ -1,5 +1,6 @@
 /** Real strings from the shared datasets, and a hand-made step context for running the plugin directly. */
 import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 
@@ -79,3 +80,22 @@ export const realStrings = (n: number): string[] => {
   }
   return out.slice(0, n)
 }
+
+export const tmpDir = (prefix: string): string => fs.mkdtempSync(path.join(os.tmpdir(), `${prefix}-`))
+
+/** Writes records as JSON Lines and returns the file. */
+export const writeRecords = (
+  dir: string,
+  records: ReadonlyArray<unknown>,
+  name = "records.jsonl",
+): string => {
+  const file = path.join(dir, name)
+  fs.writeFileSync(file, records.map((r) => JSON.stringify(r)).join("\n") + "\n")
+  return file
+}
+
+/** gsm8k as instruction records: the question is the instruction, the worked answer the output. */
+export const gsm8kRecords = (n: number) =>
+  gsm8k()
+    .slice(0, n)
+    .map((r) => ({ instruction: r.question, output: r.answer }))

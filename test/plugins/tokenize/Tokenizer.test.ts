@@ -1,0 +1,96 @@
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { Tokenizer as HfNative } from "tokenizers"
+import { describe, expect, it } from "vitest"
+import { loadTokenizer } from "../../../plugins/tokenize/Tokenizer.ts"
+import { gpt2Dir, realStrings, tmpDir, tok512File } from "./fixtures.ts"
+
+// The shared data directory holds the real tokenizers; without it there is nothing real to compare with.
+describe.skipIf(!fs.existsSync(gpt2Dir))("Hugging Face tokenizer.json", () => {
+  const strings = realStrings(300)
+
+  it("encodes a few hundred real strings exactly as tokenizers' own encoding", async () => {
+    const tok = await loadTokenizer(path.join(gpt2Dir, "tokenizer.json"))
+    const reference = HfNative.fromFile(path.join(gpt2Dir, "tokenizer.json"))
+    // GPT-2's tokenizer.json truncates at 50 tokens; the step never truncates silently, so compare without it.
+    reference.disableTruncation()
+    const batch = await tok.encodeBatch(strings)
+    for (const [i, s] of strings.entries()) {
+      const want = (await reference.encode(s, null, { addSpecialTokens: false })).getIds()
+      expect(batch[i]).toEqual(want)
+      if (i % 25 === 0) expect(await tok.encode(s)).toEqual(want)
+    }
+    expect(batch.filter((ids) => ids.length > 50).length).toBeGreaterThan(100)
+    expect(tok.notes.join()).toMatch(/truncates at 50 tokens; that setting is ignored/)
+  })
+
+  it("takes special tokens from tokenizer_config.json in a directory", async () => {
+    const tok = await loadTokenizer(gpt2Dir)
+    expect(tok.type).toBe("huggingface")
+    expect(tok.vocabSize).toBe(50257)
+    expect(tok.eosId).toBe(50256)
+    expect(tok.eosToken).toBe("<|endoftext|>")
+    expect(tok.addsBos).toBe(false)
+    expect(tok.chatTemplate).toBeUndefined()
+    expect(await tok.encode("a<|endoftext|>b")).toEqual([64, 50256, 65])
+    expect(await tok.decode(await tok.encode(strings[0]!))).toBe(strings[0])
+  })
+
+  it("finds EOS by convention when tokenizer.json comes alone", async () => {
+    const tok = await loadTokenizer(path.join(gpt2Dir, "tokenizer.json"))
+    expect(tok.eosId).toBe(50256)
+    expect(tok.padId).toBe(50256)
+  })
+
+  it("rejects a tokenizer.json that is not valid, naming the file and where", async () => {
+    const dir = tmpDir("tok-bad")
+    const broken = path.join(dir, "tokenizer.json")
+    fs.writeFileSync(broken, '{\n  "version": "1.0",\n  "model": {\n    "type": "BPE",,\n  }\n}\n')
+    await expect(loadTokenizer(broken)).rejects.toThrow(/tokenizer\.json:4:\d+: invalid JSON/)
+    fs.writeFileSync(broken, '{"version": "1.0"}')
+    await expect(loadTokenizer(broken)).rejects.toThrow(
+      /tokenizer\.json is not a Hugging Face tokenizer\.json: it has no "model"/,
+    )
+    fs.writeFileSync(broken, '{"version": "1.0", "model": {"type": "Nonsense"}}')
+    await expect(loadTokenizer(broken)).rejects.toThrow(/tokenizer\.json is not a valid tokenizer\.json: /)
+    await expect(loadTokenizer(dir + "/missing.json")).rejects.toThrow(/missing\.json does not exist/)
+    const empty = tmpDir("tok-empty")
+    await expect(loadTokenizer(empty)).rejects.toThrow(
+      /holds no tokenizer: expected tokenizer\.json or one tok\*\.bin/,
+    )
+  })
+
+  it("reports a special token of tokenizer_config.json that is not in the vocabulary", async () => {
+    const dir = tmpDir("tok-cfg")
+    fs.copyFileSync(path.join(gpt2Dir, "tokenizer.json"), path.join(dir, "tokenizer.json"))
+    fs.writeFileSync(path.join(dir, "tokenizer_config.json"), JSON.stringify({ eos_token: "<|nope|>" }))
+    await expect(loadTokenizer(dir)).rejects.toThrow(
+      /tokenizer_config\.json: eos_token "<\|nope\|>" is not in the vocabulary/,
+    )
+    fs.writeFileSync(path.join(dir, "tokenizer_config.json"), JSON.stringify({ eos_token: 7 }))
+    await expect(loadTokenizer(dir)).rejects.toMatchObject({ field: "eos_token" })
+  })
+})
+
+describe.skipIf(!fs.existsSync(tok512File))("llama2.c tok512.bin through the common interface", () => {
+  it("loads from the file or from a directory holding it", async () => {
+    const dir = tmpDir("tok512-dir")
+    fs.copyFileSync(tok512File, path.join(dir, "tok512.bin"))
+    for (const source of [tok512File, dir]) {
+      const tok = await loadTokenizer(source)
+      expect(tok.type).toBe("llama2c")
+      expect(tok.vocabSize).toBe(512)
+      expect([tok.bosId, tok.eosId, tok.addsBos]).toEqual([1, 2, true])
+    }
+  })
+
+  it("gives only the first text of a sequence the dummy-prefix space", async () => {
+    const tok = await loadTokenizer(tok512File)
+    const [a, b] = await tok.encodeBatch(["Once upon", "a time"], [false, true])
+    expect(await tok.decode([...a!, ...b!])).toBe("Once upona time")
+    const [c] = await tok.encodeBatch(["a time"])
+    expect(c).toEqual(await tok.encode("a time"))
+    expect(c!.length).toBeGreaterThan(0)
+    expect(await tok.decode(c!)).toBe("a time")
+  })
+})
