@@ -14,6 +14,7 @@
  */
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
+import { createRequire } from "node:module"
 import * as os from "node:os"
 import * as path from "node:path"
 import Database from "better-sqlite3"
@@ -77,6 +78,25 @@ export interface StatRow {
 
 const HOST = os.hostname()
 
+// Loading the addon by its path skips the `bindings` package's search of a dozen locations at start-up.
+const require = createRequire(import.meta.url)
+let nativeBinding: string | undefined
+const binding = (): string | undefined => {
+  if (nativeBinding !== undefined) return nativeBinding || undefined
+  try {
+    const pkg = path.dirname(require.resolve("better-sqlite3/package.json"))
+    const p = path.join(pkg, "build", "Release", "better_sqlite3.node")
+    nativeBinding = fs.existsSync(p) ? p : ""
+  } catch {
+    nativeBinding = ""
+  }
+  return nativeBinding || undefined
+}
+const openDb = (file: string, options: Database.Options = {}) => {
+  const nb = binding()
+  return new Database(file, nb === undefined ? options : { ...options, nativeBinding: nb })
+}
+
 export class Store {
   readonly db: Database.Database
   readonly objectsDir: string
@@ -97,13 +117,13 @@ export class Store {
     if (options.readonly === true) {
       const file = path.join(dir, "db.sqlite")
       if (!fs.existsSync(file)) throw new Error(`no tunegraph store at ${dir} (no db.sqlite)`)
-      const db = new Database(file, { readonly: true, fileMustExist: true })
+      const db = openDb(file, { readonly: true, fileMustExist: true })
       db.pragma("busy_timeout = 10000")
       return new Store(dir, db)
     }
     fs.mkdirSync(path.join(dir, "objects"), { recursive: true })
     fs.mkdirSync(path.join(dir, "tmp"), { recursive: true })
-    const db = new Database(path.join(dir, "db.sqlite"))
+    const db = openDb(path.join(dir, "db.sqlite"))
     db.pragma("busy_timeout = 10000")
     db.pragma("journal_mode = WAL")
     db.pragma("synchronous = NORMAL")
@@ -115,6 +135,17 @@ export class Store {
 
   close() {
     this.db.close()
+  }
+
+  private readonly statements = new Map<string, Database.Statement>()
+  /** A prepared statement, compiled once per store. */
+  sql(text: string): Database.Statement {
+    let st = this.statements.get(text)
+    if (st === undefined) {
+      st = this.db.prepare(text)
+      this.statements.set(text, st)
+    }
+    return st
   }
 
   private migrate() {
@@ -143,7 +174,7 @@ export class Store {
   // ---------------------------------------------------------------- cache
 
   lookup(key: string): CacheEntry | undefined {
-    const row = this.db.prepare("SELECT execution_id, outputs FROM step_cache WHERE step_key = ?").get(key) as
+    const row = this.sql("SELECT execution_id, outputs FROM step_cache WHERE step_key = ?").get(key) as
       | { execution_id: number; outputs: string }
       | undefined
     return row === undefined ? undefined : { executionId: row.execution_id, outputs: JSON.parse(row.outputs) }
@@ -151,15 +182,13 @@ export class Store {
 
   /** Drops a cache entry whose objects are gone or damaged, so the step runs again. */
   forget(key: string) {
-    this.db.prepare("DELETE FROM step_cache WHERE step_key = ?").run(key)
+    this.sql("DELETE FROM step_cache WHERE step_key = ?").run(key)
   }
 
   artifact(digest: string): ArtifactRow | undefined {
-    const row = this.db
-      .prepare("SELECT digest, kind, is_dir, size, meta FROM artifacts WHERE digest = ?")
-      .get(digest) as
-      | { digest: string; kind: string; is_dir: number; size: number; meta: string | null }
-      | undefined
+    const row = this.sql("SELECT digest, kind, is_dir, size, meta FROM artifacts WHERE digest = ?").get(
+      digest,
+    ) as { digest: string; kind: string; is_dir: number; size: number; meta: string | null } | undefined
     if (row === undefined) return undefined
     return {
       digest: row.digest,
@@ -172,9 +201,9 @@ export class Store {
 
   artifactFiles(digest: string): ArtifactFile[] {
     const root = this.objectPath(digest)
-    const rows = this.db
-      .prepare("SELECT path, file_digest, size FROM artifact_files WHERE digest = ? ORDER BY path")
-      .all(digest) as Array<{ path: string; file_digest: string; size: number }>
+    const rows = this.sql(
+      "SELECT path, file_digest, size FROM artifact_files WHERE digest = ? ORDER BY path",
+    ).all(digest) as Array<{ path: string; file_digest: string; size: number }>
     return rows.map((r) => ({
       path: r.path,
       abs: path.join(root, r.path),
@@ -264,15 +293,13 @@ export class Store {
   // ---------------------------------------------------------------- runs & executions
 
   beginRun(run: { id: string; pipeline: string; pipelinePath: string; argv: ReadonlyArray<string> }) {
-    this.db
-      .prepare(
-        "INSERT INTO runs (id, pipeline, pipeline_path, started_at, status, argv, pid, host) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
-      )
-      .run(run.id, run.pipeline, run.pipelinePath, Date.now(), JSON.stringify(run.argv), process.pid, HOST)
+    this.sql(
+      "INSERT INTO runs (id, pipeline, pipeline_path, started_at, status, argv, pid, host) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
+    ).run(run.id, run.pipeline, run.pipelinePath, Date.now(), JSON.stringify(run.argv), process.pid, HOST)
   }
 
   finishRun(id: string, status: "succeeded" | "failed" | "interrupted") {
-    this.db.prepare("UPDATE runs SET status = ?, finished_at = ? WHERE id = ?").run(status, Date.now(), id)
+    this.sql("UPDATE runs SET status = ?, finished_at = ? WHERE id = ?").run(status, Date.now(), id)
   }
 
   /** Records artifacts, one execution and its edges, and the cache entry, in one transaction. */
@@ -295,10 +322,10 @@ export class Store {
     artifacts: ReadonlyArray<{ object: StoredObject; kind: string; meta: unknown }>,
   ): number {
     const now = Date.now()
-    const insArt = this.db.prepare(
+    const insArt = this.sql(
       "INSERT OR IGNORE INTO artifacts (digest, kind, is_dir, size, meta, created_at) VALUES (?, ?, ?, ?, ?, ?)",
     )
-    const insFile = this.db.prepare(
+    const insFile = this.sql(
       "INSERT OR IGNORE INTO artifact_files (digest, path, mode, file_digest, size) VALUES (?, ?, ?, ?, ?)",
     )
     for (const a of artifacts) {
@@ -312,101 +339,89 @@ export class Store {
       )
       for (const e of a.object.entries) insFile.run(a.object.digest, e.path, e.mode, e.digest, e.size)
     }
-    const info = this.db
-      .prepare(
-        `INSERT INTO executions (run_id, node, plugin, plugin_version, fingerprint, step_key, status, produced_by,
+    const info = this.sql(
+      `INSERT INTO executions (run_id, node, plugin, plugin_version, fingerprint, step_key, status, produced_by,
            started_at, finished_at, ms, backend, annotations, error, ingredients)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(
-        exec.runId,
-        exec.node,
-        exec.plugin,
-        exec.version,
-        exec.fingerprint,
-        exec.key,
-        exec.status,
-        exec.producedBy ?? null,
-        exec.startedAt,
-        exec.finishedAt,
-        exec.ms,
-        exec.backend ?? null,
-        exec.annotations === undefined ? null : JSON.stringify(exec.annotations),
-        exec.error ?? null,
-        exec.ingredients === undefined ? null : JSON.stringify(exec.ingredients),
-      )
+    ).run(
+      exec.runId,
+      exec.node,
+      exec.plugin,
+      exec.version,
+      exec.fingerprint,
+      exec.key,
+      exec.status,
+      exec.producedBy ?? null,
+      exec.startedAt,
+      exec.finishedAt,
+      exec.ms,
+      exec.backend ?? null,
+      exec.annotations === undefined ? null : JSON.stringify(exec.annotations),
+      exec.error ?? null,
+      exec.ingredients === undefined ? null : JSON.stringify(exec.ingredients),
+    )
     const id = Number(info.lastInsertRowid)
     if (exec.inputs !== undefined && exec.inputs.length > 0) {
-      const ins = this.db.prepare(
+      const ins = this.sql(
         "INSERT INTO execution_inputs (execution_id, name, position, digest) VALUES (?, ?, ?, ?)",
       )
       for (const i of exec.inputs) ins.run(id, i.name, i.position, i.digest)
     }
     if (exec.outputs !== undefined && exec.outputs.length > 0) {
-      const ins = this.db.prepare(
-        "INSERT INTO execution_outputs (execution_id, name, digest) VALUES (?, ?, ?)",
-      )
+      const ins = this.sql("INSERT INTO execution_outputs (execution_id, name, digest) VALUES (?, ?, ?)")
       for (const o of exec.outputs) ins.run(id, o.name, o.digest)
     }
     if (exec.sourceFiles !== undefined) {
-      const known = this.db
-        .prepare("SELECT 1 FROM source_files WHERE digest = ? LIMIT 1")
-        .get(exec.sourceFiles.digest)
+      const known = this.sql("SELECT 1 FROM source_files WHERE digest = ? LIMIT 1").get(
+        exec.sourceFiles.digest,
+      )
       if (known === undefined) {
-        const ins = this.db.prepare(
+        const ins = this.sql(
           "INSERT OR IGNORE INTO source_files (digest, path, file_digest, size) VALUES (?, ?, ?, ?)",
         )
         for (const f of exec.sourceFiles.files) ins.run(exec.sourceFiles.digest, f.abs, f.digest, f.size)
       }
     }
     if (exec.log !== undefined && exec.log.length > 0)
-      this.db.prepare("INSERT INTO logs (execution_id, text) VALUES (?, ?)").run(id, exec.log)
+      this.sql("INSERT INTO logs (execution_id, text) VALUES (?, ?)").run(id, exec.log)
     if (exec.metrics !== undefined && exec.metrics.length > 0) {
-      const ins = this.db.prepare(
-        "INSERT INTO metrics (execution_id, name, step, value, at) VALUES (?, ?, ?, ?, ?)",
-      )
+      const ins = this.sql("INSERT INTO metrics (execution_id, name, step, value, at) VALUES (?, ?, ?, ?, ?)")
       for (const m of exec.metrics) ins.run(id, m.name, m.step, m.value, m.at)
     }
     if (exec.cache === true && exec.key !== null && exec.outputs !== undefined) {
       const outs: Record<string, string> = {}
       for (const o of exec.outputs) outs[o.name] = o.digest
-      this.db
-        .prepare(
-          "INSERT OR REPLACE INTO step_cache (step_key, execution_id, outputs, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .run(exec.key, id, JSON.stringify(outs), now)
+      this.sql(
+        "INSERT OR REPLACE INTO step_cache (step_key, execution_id, outputs, created_at) VALUES (?, ?, ?, ?)",
+      ).run(exec.key, id, JSON.stringify(outs), now)
     }
     return id
   }
 
   /** The output digests of the most recent successful execution of a node. */
   lastOutputs(node: string): Record<string, string> | undefined {
-    const rows = this.db
-      .prepare(
-        `SELECT o.name, o.digest FROM execution_outputs o WHERE o.execution_id =
+    const rows = this.sql(
+      `SELECT o.name, o.digest FROM execution_outputs o WHERE o.execution_id =
            (SELECT id FROM executions WHERE node = ? AND status IN ('ran','cached') ORDER BY id DESC LIMIT 1)`,
-      )
-      .all(node) as Array<{ name: string; digest: string }>
+    ).all(node) as Array<{ name: string; digest: string }>
     if (rows.length === 0) return undefined
     return Object.fromEntries(rows.map((r) => [r.name, r.digest]))
   }
 
   /** The most recent execution of a node that computed or reused a key (for `plan` to explain a miss). */
   lastIngredients(node: string): { key: string; ingredients: unknown } | undefined {
-    const row = this.db
-      .prepare(
-        "SELECT step_key, ingredients FROM executions WHERE node = ? AND ingredients IS NOT NULL AND status IN ('ran','cached') ORDER BY id DESC LIMIT 1",
-      )
-      .get(node) as { step_key: string; ingredients: string } | undefined
+    const row = this.sql(
+      "SELECT step_key, ingredients FROM executions WHERE node = ? AND ingredients IS NOT NULL AND status IN ('ran','cached') ORDER BY id DESC LIMIT 1",
+    ).get(node) as { step_key: string; ingredients: string } | undefined
     return row === undefined ? undefined : { key: row.step_key, ingredients: JSON.parse(row.ingredients) }
   }
 
   // ---------------------------------------------------------------- stat cache
 
   statLookup(file: string, st: StatRow): string | undefined {
-    const row = this.db
-      .prepare("SELECT dev, ino, size, mtime_ns, ctime_ns, digest, racy FROM stat_cache WHERE path = ?")
-      .get(file) as
+    const row = this.sql(
+      "SELECT dev, ino, size, mtime_ns, ctime_ns, digest, racy FROM stat_cache WHERE path = ?",
+    ).get(file) as
       | {
           dev: number
           ino: number
@@ -436,11 +451,9 @@ export class Store {
    */
   statRemember(file: string, st: StatRow, digest: string, nowNs: bigint) {
     const racy = nowNs - st.mtimeNs < RACY_WINDOW_NS ? 1 : 0
-    this.db
-      .prepare(
-        "INSERT OR REPLACE INTO stat_cache (path, dev, ino, size, mtime_ns, ctime_ns, digest, racy) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-      )
-      .run(file, st.dev, st.ino, st.size, String(st.mtimeNs), String(st.ctimeNs), digest, racy)
+    this.sql(
+      "INSERT OR REPLACE INTO stat_cache (path, dev, ino, size, mtime_ns, ctime_ns, digest, racy) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    ).run(file, st.dev, st.ino, st.size, String(st.mtimeNs), String(st.ctimeNs), digest, racy)
   }
 
   // ---------------------------------------------------------------- leases
@@ -453,9 +466,9 @@ export class Store {
     const now = Date.now()
     return this.db
       .transaction(() => {
-        const row = this.db
-          .prepare("SELECT run_id, pid, host, heartbeat_at FROM leases WHERE step_key = ?")
-          .get(key) as { run_id: string; pid: number; host: string; heartbeat_at: number } | undefined
+        const row = this.sql("SELECT run_id, pid, host, heartbeat_at FROM leases WHERE step_key = ?").get(
+          key,
+        ) as { run_id: string; pid: number; host: string; heartbeat_at: number } | undefined
         if (row !== undefined) {
           const mine = row.pid === process.pid && row.host === HOST && row.run_id === runId
           const dead =
@@ -463,20 +476,16 @@ export class Store {
           if (!mine && !dead)
             return { ok: false as const, holder: `run ${row.run_id} (pid ${row.pid} on ${row.host})` }
         }
-        this.db
-          .prepare(
-            "INSERT OR REPLACE INTO leases (step_key, run_id, pid, host, acquired_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)",
-          )
-          .run(key, runId, process.pid, HOST, now, now)
+        this.sql(
+          "INSERT OR REPLACE INTO leases (step_key, run_id, pid, host, acquired_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)",
+        ).run(key, runId, process.pid, HOST, now, now)
         return { ok: true as const }
       })
       .immediate()
   }
 
   heartbeat(keys: ReadonlyArray<string>) {
-    const st = this.db.prepare(
-      "UPDATE leases SET heartbeat_at = ? WHERE step_key = ? AND pid = ? AND host = ?",
-    )
+    const st = this.sql("UPDATE leases SET heartbeat_at = ? WHERE step_key = ? AND pid = ? AND host = ?")
     const now = Date.now()
     this.db.transaction(() => {
       for (const k of keys) st.run(now, k, process.pid, HOST)
@@ -484,9 +493,12 @@ export class Store {
   }
 
   releaseLease(key: string, runId: string) {
-    this.db
-      .prepare("DELETE FROM leases WHERE step_key = ? AND run_id = ? AND pid = ? AND host = ?")
-      .run(key, runId, process.pid, HOST)
+    this.sql("DELETE FROM leases WHERE step_key = ? AND run_id = ? AND pid = ? AND host = ?").run(
+      key,
+      runId,
+      process.pid,
+      HOST,
+    )
   }
 }
 
