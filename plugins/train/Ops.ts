@@ -6,6 +6,8 @@
  * the tape short.
  */
 import * as tf from "@tensorflow/tfjs-core"
+// tfjs-core alone registers no gradients; the built-in ops used between ours need theirs.
+import "@tensorflow/tfjs-core/dist/register_all_gradients"
 
 type T = tf.Tensor
 type Save = (tensors: T[]) => void
@@ -40,7 +42,10 @@ export const matmul = custom2((a, b, save) => {
 
 /** x [N, in] @ w [in, out] with w a constant: only x gets a gradient. */
 export const matmulConst = (x: T, w: T): T =>
-  custom1(() => ({ value: tf.matMul(x, w), gradFunc: (dy) => tf.matMul(dy, tf.transpose(w)) }))(x)
+  custom1((x, save) => {
+    save([w])
+    return { value: tf.matMul(x, w), gradFunc: (dy, [sw]) => tf.matMul(dy, tf.transpose(sw as T)) }
+  })(x)
 
 /**
  * x [N, in] @ W^T for a frozen W kept elsewhere (NF4): `wT()` builds W^T
@@ -84,10 +89,13 @@ const swapHalves = (x: T): T => {
  * so the gradient is g cos + swap(g sinSigned).
  */
 export const rope = (x: T, cos: T, sinSigned: T): T =>
-  custom1(() => ({
-    value: tf.add(tf.mul(x, cos), tf.mul(swapHalves(x), sinSigned)),
-    gradFunc: (dy) => tf.add(tf.mul(dy, cos), swapHalves(tf.mul(dy, sinSigned))),
-  }))(x)
+  custom1((x, save) => {
+    save([cos, sinSigned])
+    return {
+      value: tf.add(tf.mul(x, cos), tf.mul(swapHalves(x), sinSigned)),
+      gradFunc: (dy, [c, s]) => tf.add(tf.mul(dy, c as T), swapHalves(tf.mul(dy, s as T))),
+    }
+  })(x)
 
 /** SwiGLU's gate: silu(g) * u. */
 export const swiglu = custom2((g, u, save) => {
@@ -112,21 +120,24 @@ export const swiglu = custom2((g, u, save) => {
 export const crossEntropySum = (logits: T, oneHot: T, weights: T): T =>
   custom1((z, save) => {
     const lse = tf.logSumExp(z, -1, true)
-    save([z, lse])
+    save([z, lse, oneHot, weights])
     const picked = tf.sum(tf.mul(z, oneHot), -1, true)
     return {
       value: tf.sum(tf.mul(tf.sub(lse, picked), weights)),
-      gradFunc: (dy, [sz, slse]) =>
-        tf.mul(tf.sub(tf.exp(tf.sub(sz as T, slse as T)), oneHot), tf.mul(weights, dy)),
+      gradFunc: (dy, [sz, slse, oh, w]) =>
+        tf.mul(tf.sub(tf.exp(tf.sub(sz as T, slse as T)), oh as T), tf.mul(w as T, dy)),
     }
   })(logits)
 
 /** Rows of a trainable embedding [V, D]; its gradient is a segment sum over the ids. */
 export const embedding = (table: T, ids: T): T =>
-  custom1((e) => ({
-    value: tf.gather(e, ids),
-    gradFunc: (dy) => tf.unsortedSegmentSum(dy, ids as tf.Tensor1D, e.shape[0] as number),
-  }))(table)
+  custom1((e, save) => {
+    save([ids])
+    return {
+      value: tf.gather(e, ids),
+      gradFunc: (dy, [i]) => tf.unsortedSegmentSum(dy, i as tf.Tensor1D, e.shape[0] as number),
+    }
+  })(table)
 
 /** Inverted dropout with a mask given by the caller (0 or 1/(1-p)), so it is seeded and replayable. */
 export const applyMask = (x: T, mask: T | undefined): T => (mask === undefined ? x : tf.mul(x, mask))

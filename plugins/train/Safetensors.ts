@@ -150,7 +150,12 @@ export const readSafetensors = (source: string | Uint8Array): SafetensorsFile =>
 const decode = (raw: Uint8Array, dtype: SafetensorsDtype): Float32Array => {
   const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength)
   // A copy starts at offset 0, so it is aligned for a float32 view (hosts are little-endian).
-  if (dtype === "F32") return new Float32Array(raw.slice().buffer)
+  // (Not raw.slice(): on a Node Buffer that is a view, not a copy.)
+  if (dtype === "F32") {
+    const copy = new Uint8Array(raw.length)
+    copy.set(raw)
+    return new Float32Array(copy.buffer)
+  }
   const out = new Float32Array(raw.length / 2)
   if (dtype === "BF16") {
     const u = new Uint32Array(out.buffer)
