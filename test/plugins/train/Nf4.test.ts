@@ -49,7 +49,7 @@ describe("NF4", () => {
     const max = Math.max(...values)
     const derived = values.map((v) => v / max)
     expect(NF4_CODEBOOK).toHaveLength(16)
-    NF4_CODEBOOK.forEach((c, i) => expect(Math.abs(c - (derived[i] as number))).toBeLessThan(1e-6))
+    for (const [i, c] of NF4_CODEBOOK.entries()) expect(Math.abs(c - (derived[i] as number))).toBeLessThan(1e-6)
     expect(NF4_CODEBOOK[0]).toBe(-1)
     expect(NF4_CODEBOOK[7]).toBe(0)
     expect(NF4_CODEBOOK[15]).toBe(1)
