@@ -82,8 +82,9 @@ export const parseJsonFile = (file: string, text: string): unknown => {
   } catch (e) {
     const msg = (e as Error).message
     const pos = /position (\d+)/.exec(msg)
-    if (pos) {
-      const at = Number(pos[1])
+    const end = /end of JSON input/.test(msg)
+    if (pos || end) {
+      const at = pos ? Number(pos[1]) : text.length
       const before = text.slice(0, at)
       const line = before.split("\n").length
       const column = at - before.lastIndexOf("\n")

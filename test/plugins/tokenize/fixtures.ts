@@ -99,3 +99,49 @@ export const gsm8kRecords = (n: number) =>
   gsm8k()
     .slice(0, n)
     .map((r) => ({ instruction: r.question, output: r.answer }))
+
+/**
+ * Runs the tokenize plugin as the engine would: params decoded with its
+ * Schema (defaults filled), inputs as artifacts, outputs at fresh paths.
+ */
+export const runTokenizeStep = async (
+  params: Record<string, unknown>,
+  inputs: { records: string; tokenizer: string },
+): Promise<{ tokensDir: string; reportFile: string; meta: unknown; logs: string[] }> => {
+  const { Effect, Schema } = await import("effect")
+  const { tokenize, TokenizeParams } = await import("../../../plugins/tokenize/index.ts")
+  const out = tmpDir("tokenize-out")
+  const artifact = (p: string) => {
+    const st = fs.statSync(p)
+    return {
+      kind: "",
+      digest: `test-${path.basename(p)}`,
+      path: p,
+      isDir: st.isDirectory(),
+      size: st.size,
+      meta: {},
+      files: [],
+    }
+  }
+  const logs: string[] = []
+  const ctx = {
+    node: "tokenize",
+    key: "test",
+    params: Schema.decodeUnknownSync(TokenizeParams)(params),
+    inputs: {
+      records: { ...artifact(inputs.records), meta: { count: 0, recordKind: "instruction" as const } },
+      tokenizer: artifact(inputs.tokenizer),
+    },
+    output: (name: string) => path.join(out, name),
+    scratch: tmpDir("tokenize-scratch"),
+    checkpoints: tmpDir("tokenize-ckpt"),
+    threads: 2,
+    signal: new AbortController().signal,
+    log: (line: string) => logs.push(line),
+    metric: () => {},
+    progress: () => {},
+    annotate: () => {},
+  }
+  const meta = await Effect.runPromise(tokenize.run(ctx))
+  return { tokensDir: path.join(out, "tokens"), reportFile: path.join(out, "report"), meta, logs }
+}
