@@ -6,4 +6,7 @@ import { setEngineUrl } from "./core/Loader.ts"
 // Pipeline files import "tunegraph": they get this very build's library module.
 setEngineUrl(new URL("./index.js", import.meta.url).href)
 
-export const main = (argv: ReadonlyArray<string>) => engineMain(argv, {})
+export const main = (argv: ReadonlyArray<string>) =>
+  engineMain(argv, {
+    generate: async () => (await import("./plugins/train/GenerateCommand.ts")).generateCommand,
+  })

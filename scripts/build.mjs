@@ -54,6 +54,26 @@ await esbuild.build({
   platform: "node",
   target: "node20",
   external,
+  plugins: [
+    {
+      // Node's ESM loader needs the extension on deep imports into CommonJS-era packages
+      // (`@tensorflow/tfjs-core/dist/register_all_gradients`): add it where the file exists.
+      name: "deep-import-extensions",
+      setup(build) {
+        // tfjs-core's ESM files import without extensions, which Node refuses: bundle such deep
+        // imports (gradient registrations). tfjs keeps its engine and registries in a global, so
+        // this copy registers into the same engine as the package's own entry.
+        build.onResolve({ filter: /^@tensorflow\/tfjs-core\/dist\// }, (args) => ({
+          path: path.join(root, "node_modules", /\.js$/.test(args.path) ? args.path : `${args.path}.js`),
+        }))
+        build.onResolve({ filter: /^(@[^/]+\/)?[^./][^/]*\/.+/ }, (args) => {
+          if (/\.[cm]?js$/.test(args.path)) return undefined
+          const file = path.join(root, "node_modules", `${args.path}.js`)
+          return fs.existsSync(file) ? { path: `${args.path}.js`, external: true } : undefined
+        })
+      },
+    },
+  ],
   minify: true,
   sourcemap: "linked",
   chunkNames: "chunks/[name]-[hash]",
