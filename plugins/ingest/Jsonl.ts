@@ -2,6 +2,7 @@
  * JSON Lines: one JSON object per line; blank lines are ignored. Fed text
  * segments by Utf8Lines, so it never holds more than one chunk.
  */
+import type { FastJsonl } from "./FastJsonl.ts"
 import { type BadLine, badUtf8Message } from "./Lines.ts"
 import { preview, type RawSink } from "./Problem.ts"
 
@@ -25,8 +26,43 @@ export const fieldWithReplacement = (v: unknown, path = ""): string | undefined 
 
 const isBlank = (s: string): boolean => s.trim().length === 0
 
+export interface FastSink {
+  /** The fast path once it applies (the record kind is known), else undefined. */
+  readonly fast: () => FastJsonl | undefined
+  /** A canonical line the fast path wrote (buf[0, length)). */
+  readonly line: (buf: Buffer, length: number) => void
+}
+
 export class JsonlParser {
-  constructor(private readonly sink: RawSink) {}
+  constructor(
+    private readonly sink: RawSink,
+    private readonly fastSink?: FastSink,
+  ) {}
+
+  /** Takes bytes: lines the fast path can transcode are never decoded. */
+  bytes = (seg: Buffer, firstLine: number, bad: ReadonlyArray<BadLine>): void => {
+    const fast = this.fastSink?.fast()
+    const n = seg.length
+    let start = 0
+    let line = firstLine
+    while (start < n) {
+      let nl = seg.indexOf(10, start)
+      if (nl < 0) nl = n
+      if (fast !== undefined && (bad.length === 0 || !bad.some((b) => b.line === line))) {
+        const len = fast.transcode(seg, start, nl)
+        if (len >= 0) {
+          this.fastSink!.line(fast.output, len)
+          start = nl + 1
+          line++
+          continue
+        }
+      }
+      if (seg[start] === 123 || !isBlank(seg.toString("latin1", start, nl)))
+        this.line(seg.toString("utf8", start, nl), line, bad)
+      start = nl + 1
+      line++
+    }
+  }
 
   segment = (text: string, firstLine: number, bad: ReadonlyArray<BadLine>): void => {
     let start = 0

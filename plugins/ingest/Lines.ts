@@ -15,6 +15,8 @@ export interface BadLine {
 }
 
 export type SegmentHandler = (text: string, firstLine: number, bad: ReadonlyArray<BadLine>) => void
+/** Takes the segment's bytes instead of its text (checked as UTF-8 all the same). */
+export type BytesHandler = (bytes: Buffer, firstLine: number, bad: ReadonlyArray<BadLine>) => void
 
 const NONE: ReadonlyArray<BadLine> = []
 
@@ -63,6 +65,7 @@ export class Utf8Lines {
   constructor(
     private readonly onSegment: SegmentHandler,
     private readonly maxLineBytes: number,
+    private readonly onBytes?: BytesHandler,
   ) {}
 
   push(chunk: Buffer): void {
@@ -140,7 +143,8 @@ export class Utf8Lines {
     }
     this.line += lines
     if (isUtf8(seg)) {
-      this.onSegment(seg.toString("utf8"), first, NONE)
+      if (this.onBytes !== undefined) this.onBytes(seg, first, NONE)
+      else this.onSegment(seg.toString("utf8"), first, NONE)
       return
     }
     const bad: BadLine[] = []
@@ -154,7 +158,8 @@ export class Utf8Lines {
       start = nl + 1
       line++
     }
-    this.onSegment(seg.toString("utf8"), first, bad)
+    if (this.onBytes !== undefined) this.onBytes(seg, first, bad)
+    else this.onSegment(seg.toString("utf8"), first, bad)
   }
 }
 

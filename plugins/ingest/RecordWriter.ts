@@ -37,7 +37,8 @@ export class RecordWriter {
       this.flushBytes()
       if (n > this.buf.length) this.buf = Buffer.allocUnsafe(n * 2)
     }
-    this.buf.set(src.subarray(start, end), this.used)
+    if (n < 96) for (let i = start, o = this.used; i < end; i++, o++) this.buf[o] = src[i]!
+    else this.buf.set(src.subarray(start, end), this.used)
     this.buf[this.used + n - 1] = 10
     this.used += n
     this.count++

@@ -10,11 +10,12 @@ import { Effect } from "effect"
 import type { Artifact } from "../../core/Artifact.ts"
 import { type Failure, StepError } from "../../core/Plugin.ts"
 import { CsvParser } from "./Csv.ts"
+import { FastJsonl } from "./FastJsonl.ts"
 import { detect, type Format, openBytes } from "./Format.ts"
 import type { IngestContext } from "./index.ts"
 import { JsonParser } from "./Json.ts"
-import { JsonlParser } from "./Jsonl.ts"
-import { type SegmentHandler, Utf8Lines } from "./Lines.ts"
+import { type FastSink, JsonlParser } from "./Jsonl.ts"
+import { type BytesHandler, type SegmentHandler, Utf8Lines } from "./Lines.ts"
 import { Mapper, type MappingOptions } from "./Mapping.ts"
 import { readParquet } from "./Parquet.ts"
 import { describe, type Problem, type RawSink, SourceError, type Where } from "./Problem.ts"
@@ -82,11 +83,12 @@ const parserFor = (
   format: Exclude<Format, "parquet">,
   sink: RawSink,
   options: IngestOptions,
-): { segment: SegmentHandler; end(): void } => {
+  fast: FastSink,
+): { segment: SegmentHandler; bytes?: BytesHandler; end(): void } => {
   switch (format) {
     case "jsonl": {
-      const p = new JsonlParser(sink)
-      return { segment: p.segment, end: () => {} }
+      const p = new JsonlParser(sink, fast)
+      return { segment: p.segment, bytes: p.bytes, end: () => {} }
     }
     case "json":
       return new JsonParser(sink, options.maxLineBytes)
@@ -123,12 +125,26 @@ export const ingestFiles = async (
   let skipped = 0
   const total = files.reduce((n, f) => n + f.size, 0)
   let before = 0
+  let fast: FastJsonl | undefined | null = null
+  let current: FileSummary | undefined
+  const fastSink: FastSink = {
+    fast: () => {
+      if (fast === null && mapper.kind !== undefined)
+        fast = FastJsonl.make({ ...options, kind: mapper.kind }) ?? undefined
+      return fast ?? undefined
+    },
+    line: (buf, length) => {
+      writer.lineBytes(buf, 0, length)
+      current!.records++
+    },
+  }
   try {
     for (const f of files) {
       const detected = detect(f.abs, options.format)
       if (typeof detected === "string") throw new IngestError(f.abs, {}, { message: detected })
       const summary: FileSummary = { path: f.path, ...detected, bytes: f.size, records: 0, skipped: 0 }
       summaries.push(summary)
+      current = summary
       const fail = (where: Where, problem: Problem) => {
         if (options.onInvalid === "fail") throw new IngestError(f.abs, where, problem)
         skipped++
@@ -169,8 +185,8 @@ export const ingestFiles = async (
             progress(before + (f.size * rows) / Math.max(all, 1), total, f.path),
           )
         } else {
-          const parser = parserFor(detected.format, sink, options)
-          const lines = new Utf8Lines(parser.segment, options.maxLineBytes)
+          const parser = parserFor(detected.format, sink, options, fastSink)
+          const lines = new Utf8Lines(parser.segment, options.maxLineBytes, parser.bytes)
           let read = 0
           for await (const chunk of openBytes(f.abs, detected.gzip, signal)) {
             lines.push(chunk)
