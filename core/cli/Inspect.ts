@@ -139,10 +139,11 @@ export const cmdShow = (argv: ReadonlyArray<string>): number => {
       log: (logs.get(producer) as { text: string } | undefined)?.text ?? "",
     }
   })
+  const tables = trialTables(store, steps)
   store.close()
   if (bool(args, "json")) {
     process.stdout.write(
-      `${JSON.stringify({ run: r.id, pipeline: r.pipeline, path: r.pipeline_path, status: r.status, startedAt: new Date(r.started_at).toISOString(), ms: r.finished_at === null ? null : r.finished_at - r.started_at, argv: JSON.parse(r.argv), steps })}\n`,
+      `${JSON.stringify({ run: r.id, sweeps: tables, pipeline: r.pipeline, path: r.pipeline_path, status: r.status, startedAt: new Date(r.started_at).toISOString(), ms: r.finished_at === null ? null : r.finished_at - r.started_at, argv: JSON.parse(r.argv), steps })}\n`,
     )
     return 0
   }
@@ -159,7 +160,42 @@ export const cmdShow = (argv: ReadonlyArray<string>): number => {
     )
     if (s.error) process.stdout.write(`           ${red(s.error)}\n`)
   }
+  for (const t of tables) {
+    process.stdout.write(`\n${bold(`trials of ${t.node} (${t.metric}, ${t.mode})`)}\n`)
+    const width = Math.max(...t.trials.map((r) => r.label.length))
+    for (const r of t.trials)
+      process.stdout.write(
+        `  ${r.label.padEnd(width)}  ${String(Number(r.value.toPrecision(6))).padStart(10)}  ${r.label === t.best ? green("best") : ""}\n`,
+      )
+  }
   return 0
+}
+
+interface TrialTable {
+  node: string
+  metric: string
+  mode: string
+  best: string
+  trials: Array<{ label: string; value: number }>
+}
+
+/** Steps whose `table` output is a sweep table {metric, mode, best, trials: [{label, value}]}. */
+const trialTables = (
+  store: Store,
+  steps: ReadonlyArray<{ node: string; outputs: Record<string, string> }>,
+) => {
+  const out: TrialTable[] = []
+  for (const s of steps) {
+    const d = s.outputs.table?.replace("sha256:", "")
+    if (d === undefined) continue
+    try {
+      const t = JSON.parse(fs.readFileSync(store.objectPath(d), "utf8")) as Omit<TrialTable, "node">
+      if (Array.isArray(t.trials) && typeof t.metric === "string") out.push({ node: s.node, ...t })
+    } catch {
+      // not a table
+    }
+  }
+  return out
 }
 
 export const cmdVerify = (argv: ReadonlyArray<string>): number => {
