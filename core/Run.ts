@@ -187,7 +187,9 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
 
     return Effect.gen(function* () {
       const cpuSem = yield* Semaphore.make(cpus)
-      const gpuSem = yield* Semaphore.make(Math.max(1, options.gpus ?? 1))
+      // Without an accelerator, steps that want one run on CPU threads alone.
+      const gpus = options.gpus ?? 0
+      const gpuSem = yield* Semaphore.make(Math.max(1, gpus))
       const done = new Map<string, Deferred.Deferred<NodeResult>>()
       for (const n of selected) done.set(n, yield* Deferred.make<NodeResult>())
 
@@ -307,7 +309,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
               const threads = Math.min(cpus, Math.max(1, resources.cpu ?? 1))
               const body = execute(node, key, prepared.decoded, artifacts, threads, common, t0)
               const withCpu = Semaphore.withPermits(cpuSem, threads)(body)
-              return resources.gpu === true ? Semaphore.withPermits(gpuSem, 1)(withCpu) : withCpu
+              return resources.gpu === true && gpus > 0 ? Semaphore.withPermits(gpuSem, 1)(withCpu) : withCpu
             }),
             release,
           )

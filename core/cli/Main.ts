@@ -133,7 +133,7 @@ const cmdRun = async (argv: ReadonlyArray<string>): Promise<number> => {
     overrides,
     failFast: bool(args, "fail-fast"),
     cpus: int(args, "cpus") ?? defaultCpus(),
-    gpus: int(args, "gpus") ?? 1,
+    gpus: int(args, "gpus") ?? defaultGpus(),
     argv: ["run", ...argv],
     onEvent: reporter.onEvent,
   })
@@ -211,6 +211,17 @@ const cmdPlan = async (argv: ReadonlyArray<string>): Promise<number> => {
   const toRun = steps.filter((s) => s.status === "run").length
   process.stdout.write(`${steps.length} steps: ${steps.length - toRun} cached, ${toRun} to run\n`)
   return 0
+}
+
+/** GPU slots: TUNEGRAPH_GPUS, else the NVIDIA devices the driver lists. */
+const defaultGpus = () => {
+  const env = Number(process.env.TUNEGRAPH_GPUS)
+  if (Number.isInteger(env) && env >= 0 && process.env.TUNEGRAPH_GPUS !== "") return env
+  try {
+    return fs.readdirSync("/proc/driver/nvidia/gpus").length
+  } catch {
+    return 0
+  }
 }
 
 const defaultCpus = () => {
