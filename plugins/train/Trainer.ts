@@ -83,7 +83,7 @@ const assignFrom = (
   for (const [name, v] of vars) {
     const t = tensors.get(prefix + name)
     if (t === undefined) throw new TrainError(`checkpoint lacks ${prefix}${name}`)
-    v.assign(tf.tensor(t.data, v.shape))
+    tf.tidy(() => v.assign(tf.tensor(t.data, v.shape)))
   }
 }
 
@@ -182,12 +182,15 @@ export const train = async (job: TrainJob, hooks: TrainHooks): Promise<TrainResu
   const saved = loadCheckpoint(job.checkpoints, jobKey)
   if (saved !== undefined) {
     assignFrom(model.variables, saved.tensors, "param/")
-    optimizer.m.forEach((m, i) =>
-      m.assign(tf.tensor((saved.tensors.get(`m/${names[i]}`) as HostTensor).data, m.shape)),
-    )
-    optimizer.v.forEach((v, i) =>
-      v.assign(tf.tensor((saved.tensors.get(`v/${names[i]}`) as HostTensor).data, v.shape)),
-    )
+    const moments = (which: "m" | "v", into: tf.Variable[]) => {
+      for (const [i, t] of into.entries()) {
+        const h = saved.tensors.get(`${which}/${names[i]}`)
+        if (h === undefined) throw new TrainError(`checkpoint lacks ${which}/${names[i]}`)
+        tf.tidy(() => t.assign(tf.tensor(h.data, t.shape)))
+      }
+    }
+    moments("m", optimizer.m)
+    moments("v", optimizer.v)
     optimizer.t = saved.state.step
     state = saved.state
     hooks.log(`resumed from the checkpoint at step ${state.step}`)
@@ -196,12 +199,12 @@ export const train = async (job: TrainJob, hooks: TrainHooks): Promise<TrainResu
 
   const checkpoint = () => {
     const tensors = toHost(model.variables, "param/")
-    optimizer.m.forEach((m, i) =>
-      tensors.set(`m/${names[i]}`, { shape: m.shape, data: m.dataSync() as Float32Array }),
-    )
-    optimizer.v.forEach((v, i) =>
-      tensors.set(`v/${names[i]}`, { shape: v.shape, data: v.dataSync() as Float32Array }),
-    )
+    for (const [which, list] of [
+      ["m", optimizer.m],
+      ["v", optimizer.v],
+    ] as const)
+      for (const [i, t] of list.entries())
+        tensors.set(`${which}/${names[i]}`, { shape: t.shape, data: t.dataSync() as Float32Array })
     saveCheckpoint(job.checkpoints, tensors, state)
   }
 
