@@ -6,8 +6,9 @@
  * the tape short.
  */
 import * as tf from "@tensorflow/tfjs-core"
-// tfjs-core alone registers no gradients; the built-in ops used between ours need theirs.
-import "@tensorflow/tfjs-core/dist/register_all_gradients"
+import { registerGradients } from "./Gradients.ts"
+
+registerGradients()
 
 type T = tf.Tensor
 type Save = (tensors: T[]) => void

@@ -208,6 +208,33 @@ export const train = async (job: TrainJob, hooks: TrainHooks): Promise<TrainResu
     saveCheckpoint(job.checkpoints, tensors, state)
   }
 
+  /** Evaluates, keeps the best weights, and counts evaluations without improvement. */
+  const validate = (set: TokenSet) => {
+    const val = evaluate(model, set, p)
+    hooks.metric("val_loss", val, state.step)
+    hooks.log(
+      `step ${state.step}: train loss ${state.lastTrainLoss?.toFixed(4) ?? "-"}, validation loss ${val.toFixed(4)}`,
+    )
+    if (!Number.isFinite(val))
+      throw new TrainError(
+        `validation loss is ${val} at step ${state.step} (learning rate ${learningRate(schedule, Math.max(0, state.step - 1)).toPrecision(4)})`,
+      )
+    if (state.bestValLoss === null || val < state.bestValLoss - p.minDelta) {
+      state = { ...state, bestValLoss: val, bestStep: state.step, badEvals: 0 }
+      writeAtomic(path.join(job.checkpoints, BEST), writeSafetensors(toHost(model.variables)))
+      return
+    }
+    state = { ...state, badEvals: state.badEvals + 1 }
+    if (p.patience > 0 && state.badEvals >= p.patience) {
+      state = { ...state, stoppedEarly: true }
+      hooks.log(
+        `early stop at step ${state.step}: no improvement in ${p.patience} evaluations (best ${state.bestValLoss?.toFixed(4)} at step ${state.bestStep})`,
+      )
+    }
+  }
+  // The loss before training: the baseline every later evaluation must beat.
+  if (valSet !== undefined && state.step === 0) validate(valSet)
+
   const plan = new BatchPlan(trainSet.count, p.batchSize, p.seed)
   while (state.step < totalSteps && !state.stoppedEarly) {
     const step = state.step
@@ -270,23 +297,8 @@ export const train = async (job: TrainJob, hooks: TrainHooks): Promise<TrainResu
     hooks.progress(step + 1, totalSteps, `loss ${lossSum.toFixed(4)}`)
 
     const last = state.step === totalSteps
-    if (valSet !== undefined && ((p.evalEvery > 0 && state.step % p.evalEvery === 0) || last)) {
-      const val = evaluate(model, valSet, p)
-      hooks.metric("val_loss", val, state.step)
-      hooks.log(`step ${state.step}: train loss ${lossSum.toFixed(4)}, validation loss ${val.toFixed(4)}`)
-      if (state.bestValLoss === null || val < state.bestValLoss - p.minDelta) {
-        state = { ...state, bestValLoss: val, bestStep: state.step, badEvals: 0 }
-        writeAtomic(path.join(job.checkpoints, BEST), writeSafetensors(toHost(model.variables)))
-      } else {
-        state = { ...state, badEvals: state.badEvals + 1 }
-        if (p.patience > 0 && state.badEvals >= p.patience) {
-          state = { ...state, stoppedEarly: true }
-          hooks.log(
-            `early stop at step ${state.step}: no improvement in ${p.patience} evaluations (best ${state.bestValLoss?.toFixed(4)} at step ${state.bestStep})`,
-          )
-        }
-      }
-    }
+    if (valSet !== undefined && ((p.evalEvery > 0 && state.step % p.evalEvery === 0) || last))
+      validate(valSet)
     if (p.checkpointEvery > 0 && state.step % p.checkpointEvery === 0 && !last) checkpoint()
   }
 

@@ -1,0 +1,26 @@
+/**
+ * train-qlora: LoRA on a base whose linear weights are held as NF4 4-bit
+ * blocks (QLoRA, Dettmers et al. 2023) and dequantised on the fly; outputs a
+ * PEFT adapter directory. The model code and the trainer (plugins/train)
+ * load only when the step runs, in a worker thread.
+ */
+import { Effect } from "effect"
+import { optional } from "../../core/Artifact.ts"
+import { definePlugin } from "../../core/Plugin.ts"
+import { Adapter, Model, Tokens } from "../kinds.ts"
+import { LoraParams } from "../train/Params.ts"
+
+export const trainQlora = definePlugin({
+  name: "train-qlora",
+  version: 1,
+  params: LoraParams,
+  inputs: { train: Tokens, validation: optional(Tokens), base: Model },
+  outputs: { adapter: Adapter },
+  resources: { gpu: true, cpu: 1 },
+  code: ["plugins/train", "plugins/train-qlora"],
+  run: (ctx) =>
+    Effect.flatMap(
+      Effect.promise(() => import("../train/Step.ts")),
+      (m) => m.runTrainStep("qlora", ctx, "adapter"),
+    ),
+})
