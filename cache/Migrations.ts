@@ -116,4 +116,76 @@ export const migrations: ReadonlyArray<string> = [
     created_at INTEGER NOT NULL
   );
   `,
+  // 2: the documented read-only views behind `tunegraph query` (see cache/Query.ts).
+  // Named v_* here because the tables own the short names; `query` shows them as runs, executions, ...
+  `
+  CREATE VIEW v_runs AS
+  SELECT r.id AS run, r.pipeline, r.pipeline_path, r.status,
+         strftime('%Y-%m-%dT%H:%M:%fZ', r.started_at / 1000.0, 'unixepoch') AS started,
+         r.started_at, r.finished_at, r.finished_at - r.started_at AS ms,
+         r.argv, r.host, r.pid,
+         (SELECT count(*) FROM executions e WHERE e.run_id = r.id) AS steps,
+         (SELECT count(*) FROM executions e WHERE e.run_id = r.id AND e.status = 'ran') AS ran,
+         (SELECT count(*) FROM executions e WHERE e.run_id = r.id AND e.status = 'cached') AS cached,
+         (SELECT count(*) FROM executions e WHERE e.run_id = r.id AND e.status = 'failed') AS failed
+  FROM runs r;
+
+  CREATE VIEW v_executions AS
+  SELECT e.id AS execution, e.run_id AS run, e.node, e.plugin, e.plugin_version AS version,
+         e.fingerprint, e.step_key, e.status, e.status = 'cached' AS cached,
+         e.produced_by, coalesce(e.produced_by, e.id) AS computed_by,
+         strftime('%Y-%m-%dT%H:%M:%fZ', e.started_at / 1000.0, 'unixepoch') AS started,
+         e.started_at, e.finished_at, e.ms, e.backend, e.error,
+         json_extract(e.ingredients, '$.params') AS params, e.ingredients, e.annotations
+  FROM executions e;
+
+  CREATE VIEW v_outputs AS
+  SELECT o.execution_id AS execution, e.run_id AS run, e.node, o.name AS output, o.digest,
+         a.kind, a.size, e.status
+  FROM execution_outputs o JOIN executions e ON e.id = o.execution_id
+  LEFT JOIN artifacts a ON a.digest = o.digest;
+
+  CREATE VIEW v_artifacts AS
+  SELECT a.digest, a.kind, a.is_dir, a.size, a.meta,
+         strftime('%Y-%m-%dT%H:%M:%fZ', a.created_at / 1000.0, 'unixepoch') AS created,
+         p.execution_id AS produced_by, e.run_id AS run, e.node, p.name AS output,
+         EXISTS (SELECT 1 FROM pins WHERE pins.digest = a.digest) AS pinned
+  FROM artifacts a
+  LEFT JOIN execution_outputs p ON p.rowid = (
+    SELECT o.rowid FROM execution_outputs o JOIN executions x ON x.id = o.execution_id
+    WHERE o.digest = a.digest AND x.status = 'ran' ORDER BY o.execution_id LIMIT 1)
+  LEFT JOIN executions e ON e.id = p.execution_id;
+
+  CREATE VIEW v_lineage_edges AS
+  SELECT i.digest AS from_digest,
+         (SELECT u.node FROM execution_outputs uo JOIN executions u ON u.id = uo.execution_id
+           WHERE uo.digest = i.digest AND u.run_id = e.run_id LIMIT 1) AS from_node,
+         i.name AS input, i.position,
+         e.id AS execution, e.run_id AS run, e.node AS node, e.plugin, e.status,
+         o.name AS output, o.digest AS to_digest
+  FROM executions e
+  JOIN execution_inputs i ON i.execution_id = e.id
+  JOIN execution_outputs o ON o.execution_id = e.id;
+
+  CREATE VIEW v_metrics AS
+  SELECT e.run_id AS run, e.node, e.id AS execution, m.execution_id AS computed_by,
+         m.name, m.step, m.value, m.at
+  FROM executions e JOIN metrics m ON m.execution_id = coalesce(e.produced_by, e.id);
+
+  CREATE VIEW v_sources AS
+  SELECT e.run_id AS run, e.node, e.id AS execution, o.digest AS source_digest,
+         s.path, s.file_digest, s.size
+  FROM executions e
+  JOIN execution_outputs o ON o.execution_id = e.id
+  JOIN source_files s ON s.digest = o.digest
+  WHERE e.plugin = 'source';
+
+  CREATE VIEW v_logs AS
+  SELECT e.run_id AS run, e.node, e.id AS execution, l.execution_id AS computed_by, l.text
+  FROM executions e JOIN logs l ON l.execution_id = coalesce(e.produced_by, e.id);
+
+  CREATE VIEW v_pins AS
+  SELECT digest, note, strftime('%Y-%m-%dT%H:%M:%fZ', created_at / 1000.0, 'unixepoch') AS created
+  FROM pins;
+  `,
 ]

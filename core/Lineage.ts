@@ -98,7 +98,11 @@ export interface Lineage {
   readonly edges: ReadonlyArray<{ from: number; to: number; digest: string; input: string }>
 }
 
-export const stripDigest = (d: string) => d.trim().replace(/^sha256:/, "").toLowerCase()
+export const stripDigest = (d: string) =>
+  d
+    .trim()
+    .replace(/^sha256:/, "")
+    .toLowerCase()
 
 const execById = (store: Store, id: number) =>
   store.sql("SELECT * FROM executions WHERE id = ?").get(id) as ExecutionRow | undefined
@@ -203,7 +207,8 @@ const resolvePath = (store: Store, ref: string, abs: string): Target => {
   if (!fs.existsSync(abs)) throw new LineageError(`${ref} does not exist`)
   const inStore = objectDigestOf(store, abs)
   if (inStore !== undefined) {
-    if (store.artifact(inStore) === undefined) throw new LineageError(`${ref} is not a recorded object (garbage?)`)
+    if (store.artifact(inStore) === undefined)
+      throw new LineageError(`${ref} is not a recorded object (garbage?)`)
     return { digest: inStore, execution: executionFor(store, inStore), via: "object" }
   }
   const st = fs.statSync(abs)
@@ -225,11 +230,13 @@ const resolvePath = (store: Store, ref: string, abs: string): Target => {
   const inside = store.sql("SELECT digest FROM artifact_files WHERE file_digest = ? LIMIT 1").get(digest) as
     | { digest: string }
     | undefined
-  if (inside !== undefined) return { digest: inside.digest, execution: executionFor(store, inside.digest), via: "file" }
+  if (inside !== undefined)
+    return { digest: inside.digest, execution: executionFor(store, inside.digest), via: "file" }
   const source = store.sql("SELECT digest FROM source_files WHERE file_digest = ? LIMIT 1").get(digest) as
     | { digest: string }
     | undefined
-  if (source !== undefined) return { digest: source.digest, execution: executionFor(store, source.digest), via: "file" }
+  if (source !== undefined)
+    return { digest: source.digest, execution: executionFor(store, source.digest), via: "file" }
   throw new LineageError(`${ref} (sha256:${digest.slice(0, 12)}) is not an artifact tunegraph knows`)
 }
 
@@ -243,9 +250,19 @@ export const metricSummaries = (store: Store, execution: number): Record<string,
          max(step) AS lastStep
        FROM metrics m WHERE execution_id = ? GROUP BY name ORDER BY name`,
     )
-    .all(execution) as Array<{ name: string; points: number; min: number; max: number; last: number; lastStep: number | null }>
+    .all(execution) as Array<{
+    name: string
+    points: number
+    min: number
+    max: number
+    last: number
+    lastStep: number | null
+  }>
   return Object.fromEntries(
-    rows.map((r) => [r.name, { last: r.last, lastStep: r.lastStep, min: r.min, max: r.max, points: r.points }]),
+    rows.map((r) => [
+      r.name,
+      { last: r.last, lastStep: r.lastStep, min: r.min, max: r.max, points: r.points },
+    ]),
   )
 }
 
@@ -271,7 +288,9 @@ export const lineage = (store: Store, target: Target): Lineage => {
     // Inputs are recorded on every execution; a cached one has the same as its producer.
     const inputs = (
       store
-        .sql("SELECT name, position, digest FROM execution_inputs WHERE execution_id = ? ORDER BY name, position")
+        .sql(
+          "SELECT name, position, digest FROM execution_inputs WHERE execution_id = ? ORDER BY name, position",
+        )
         .all(e.id) as Array<{ name: string; position: number; digest: string }>
     ).map((i) => {
       // Prefer the execution of the same run: the graph then reads as one consistent run.
@@ -292,11 +311,9 @@ export const lineage = (store: Store, target: Target): Lineage => {
     const outs = outputsOf(e.id)
     const isSource = e.plugin === "source"
     const files = isSource
-      ? (
-          store
-            .sql("SELECT path, file_digest AS digest, size FROM source_files WHERE digest = ? ORDER BY path")
-            .all(outs[0]?.digest ?? "") as Array<{ path: string; digest: string; size: number }>
-        )
+      ? (store
+          .sql("SELECT path, file_digest AS digest, size FROM source_files WHERE digest = ? ORDER BY path")
+          .all(outs[0]?.digest ?? "") as Array<{ path: string; digest: string; size: number }>)
       : undefined
     steps.set(e.id, {
       execution: e.id,
@@ -314,7 +331,9 @@ export const lineage = (store: Store, target: Target): Lineage => {
       error: e.error,
       params: ingredients?.params ?? {},
       inputs,
-      outputs: Object.fromEntries(outs.map((o) => [o.name, { digest: o.digest, kind: o.kind, size: o.size }])),
+      outputs: Object.fromEntries(
+        outs.map((o) => [o.name, { digest: o.digest, kind: o.kind, size: o.size }]),
+      ),
       ...(files === undefined ? {} : { files }),
       metrics: metricSummaries(store, e.id),
     })
@@ -367,7 +386,8 @@ const topological = (ids: number[], edges: ReadonlyArray<{ from: number; to: num
 
 /** Graphviz: steps as boxes, artifacts as ellipses. */
 export const toDot = (l: Lineage): string => {
-  const q = (s: string) => `"${s.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`
+  const esc = (s: string) => s.replace(/\\/g, "\\\\").replace(/"/g, '\\"')
+  const q = (...parts: string[]) => `"${parts.map(esc).join("\\n")}"`
   const lines = ["digraph lineage {", "  rankdir=LR;", '  node [fontname="Helvetica", fontsize=10];']
   const artifacts = new Set<string>()
   for (const s of l.steps) {
@@ -375,15 +395,19 @@ export const toDot = (l: Lineage): string => {
     const label = [
       s.node,
       s.plugin === "source" ? "source" : `${s.plugin}@${s.version}`,
-      ...(params !== "{}" && s.plugin !== "source" ? [params.length > 60 ? `${params.slice(0, 57)}...` : params] : []),
+      ...(params !== "{}" && s.plugin !== "source"
+        ? [params.length > 60 ? `${params.slice(0, 57)}...` : params]
+        : []),
       ...(s.files !== undefined ? [`${s.files.length} file${s.files.length === 1 ? "" : "s"}`] : []),
-    ].join("\\n")
-    lines.push(`  ${q(`e${s.execution}`)} [shape=box, style=rounded, label=${q(label).replace(/\\\\n/g, "\\n")}];`)
+    ]
+    lines.push(`  ${q(`e${s.execution}`)} [shape=box, style=rounded, label=${q(...label)}];`)
     for (const [name, o] of Object.entries(s.outputs)) {
       if (!artifacts.has(o.digest)) {
         artifacts.add(o.digest)
         const mark = o.digest === l.target.digest ? ", penwidth=2" : ""
-        lines.push(`  ${q(o.digest)} [shape=ellipse, label=${q(`${o.kind ?? "Files"} ${o.digest.slice(0, 12)}`)}${mark}];`)
+        lines.push(
+          `  ${q(o.digest)} [shape=ellipse, label=${q(`${o.kind ?? "Files"} ${o.digest.slice(0, 12)}`)}${mark}];`,
+        )
       }
       lines.push(`  ${q(`e${s.execution}`)} -> ${q(o.digest)} [label=${q(name)}];`)
     }

@@ -26,6 +26,11 @@ Usage:
   tunegraph runs [--json] [--limit N]
   tunegraph show <run|last> [--json]
   tunegraph verify [--json]
+  tunegraph lineage <digest | node | exported path> [--run RUN] [--json | --dot]
+  tunegraph diff <runA> <runB> [--json]
+  tunegraph query "<SQL>" [--json | --csv]      (--views lists the views)
+  tunegraph gc [--keep-last N] [--dry-run] [--json]
+  tunegraph pin <digest | node | exported path> [--note TEXT]    tunegraph unpin <...>
   tunegraph generate --model <dir|file.bin> [--adapter DIR] [--tokenizer FILE] [--prompt TEXT]
                      [--max-tokens N] [--temperature T] [--seed S]
 
@@ -53,6 +58,18 @@ export const main = async (argv: ReadonlyArray<string>, commands: Commands = {})
         return (await import("./Inspect.ts")).cmdShow(rest)
       case "verify":
         return (await import("./Inspect.ts")).cmdVerify(rest)
+      case "lineage":
+        return (await import("./LineageCmd.ts")).cmdLineage(rest)
+      case "diff":
+        return (await import("./LineageCmd.ts")).cmdDiff(rest)
+      case "query":
+        return (await import("./LineageCmd.ts")).cmdQuery(rest)
+      case "gc":
+        return (await import("./GcCmd.ts")).cmdGc(rest)
+      case "pin":
+        return (await import("./GcCmd.ts")).cmdPin(rest)
+      case "unpin":
+        return (await import("./GcCmd.ts")).cmdUnpin(rest)
       case undefined:
       case "help":
       case "--help":

@@ -1,0 +1,157 @@
+/**
+ * `tunegraph query`: read-only SQL over the documented views.
+ *
+ * Three locks, each enough on its own: the database is opened read-only,
+ * `query_only` is on, and a statement is refused before it runs unless it
+ * is a single read (SELECT, WITH ... SELECT, VALUES, EXPLAIN, or an
+ * introspection PRAGMA) that SQLite itself reports as read-only.
+ */
+import * as fs from "node:fs"
+import * as path from "node:path"
+import Database from "better-sqlite3"
+import { Store } from "./Store.ts"
+
+export class QueryError extends Error {
+  override readonly name = "QueryError"
+}
+
+/** The public views: stable names and columns, whatever the tables underneath become. */
+export const VIEWS: ReadonlyArray<{ readonly name: string; readonly doc: string }> = [
+  {
+    name: "runs",
+    doc: "one row per run: run, pipeline, pipeline_path, status, started, started_at, finished_at, ms, argv (JSON), host, pid, steps, ran, cached, failed",
+  },
+  {
+    name: "executions",
+    doc: "one row per step of a run: execution, run, node, plugin, version, fingerprint, step_key, status (ran|cached|failed|skipped|interrupted), cached, produced_by, computed_by, started, started_at, finished_at, ms, backend, error, params (JSON), ingredients (JSON), annotations (JSON)",
+  },
+  {
+    name: "outputs",
+    doc: "what each execution produced: execution, run, node, output, digest, kind, size, status",
+  },
+  {
+    name: "artifacts",
+    doc: "objects in the store: digest, kind, is_dir, size, meta (JSON), created, produced_by, run, node, output (of the execution that computed it), pinned",
+  },
+  {
+    name: "lineage_edges",
+    doc: "input artifact -> step -> output artifact: from_digest, from_node, input, position, execution, run, node, plugin, status, output, to_digest",
+  },
+  {
+    name: "metrics",
+    doc: "metric points per run and node (a cached step shows the points of the execution that computed it): run, node, execution, computed_by, name, step, value, at",
+  },
+  {
+    name: "sources",
+    doc: "files read by source nodes: run, node, execution, source_digest, path, file_digest, size",
+  },
+  { name: "logs", doc: "step logs: run, node, execution, computed_by, text" },
+  { name: "pins", doc: "pinned artifacts (kept by gc): digest, note, created" },
+]
+
+const ALLOWED = new Set(["SELECT", "WITH", "VALUES", "EXPLAIN", "PRAGMA"])
+// Introspection only: a PRAGMA that sets something is refused even where SQLite calls it read-only.
+const READ_PRAGMAS = new Set([
+  "table_info",
+  "table_xinfo",
+  "table_list",
+  "index_list",
+  "index_info",
+  "index_xinfo",
+  "foreign_key_list",
+  "database_list",
+  "collation_list",
+  "function_list",
+  "pragma_list",
+  "compile_options",
+  "user_version",
+  "schema_version",
+])
+const PRAGMAS_WITH_ARGUMENT = new Set([
+  "table_info",
+  "table_xinfo",
+  "index_list",
+  "index_info",
+  "index_xinfo",
+  "foreign_key_list",
+])
+
+/** The first keyword of a statement, past comments and whitespace. */
+export const firstKeyword = (sql: string): string => {
+  let s = sql
+  for (;;) {
+    s = s.trimStart()
+    if (s.startsWith("--")) s = s.slice(s.indexOf("\n") < 0 ? s.length : s.indexOf("\n"))
+    else if (s.startsWith("/*")) s = s.slice(s.indexOf("*/") < 0 ? s.length : s.indexOf("*/") + 2)
+    else break
+  }
+  return (/^[A-Za-z]+/.exec(s)?.[0] ?? s.slice(0, 12)).toUpperCase()
+}
+
+const refuse = (what: string) =>
+  new QueryError(
+    `tunegraph query is read-only: ${what} is not allowed. Use SELECT over the views (${VIEWS.map((v) => v.name).join(", ")}).`,
+  )
+
+export interface QueryResult {
+  readonly columns: ReadonlyArray<string>
+  readonly rows: ReadonlyArray<ReadonlyArray<unknown>>
+}
+
+export class QueryConnection {
+  private constructor(private readonly db: Database.Database) {}
+
+  static open(storeDir: string): QueryConnection {
+    const file = path.join(storeDir, "db.sqlite")
+    if (!fs.existsSync(file)) throw new QueryError(`no tunegraph store at ${storeDir}: run a pipeline first`)
+    // A store made before the views existed gets them (the only write, and it goes through the migrations).
+    const probe = new Database(file, { readonly: true, fileMustExist: true })
+    const version = probe.pragma("user_version", { simple: true }) as number
+    const hasViews = probe.prepare("SELECT 1 FROM sqlite_schema WHERE name = 'v_runs'").get() !== undefined
+    probe.close()
+    if (!hasViews && version > 0) Store.open(storeDir).close()
+    const db = new Database(file, { readonly: true, fileMustExist: true })
+    db.pragma("busy_timeout = 10000")
+    // The short names shadow the tables for this connection only (temp schema is searched first).
+    for (const v of VIEWS) db.exec(`CREATE TEMP VIEW ${v.name} AS SELECT * FROM main.v_${v.name}`)
+    db.pragma("query_only = ON")
+    return new QueryConnection(db)
+  }
+
+  run(sql: string, params: ReadonlyArray<unknown> = []): QueryResult {
+    const keyword = firstKeyword(sql)
+    if (keyword === "") throw new QueryError("empty query")
+    if (!ALLOWED.has(keyword)) throw refuse(`${keyword}`)
+    if (keyword === "PRAGMA") {
+      const m = /PRAGMA\s+(?:\w+\.)?(\w+)\s*(=|\()?/i.exec(sql)
+      const name = m?.[1]?.toLowerCase() ?? ""
+      const form = m?.[2]
+      const reads =
+        READ_PRAGMAS.has(name) && form !== "=" && (form === undefined || PRAGMAS_WITH_ARGUMENT.has(name))
+      if (!reads) throw refuse(`PRAGMA ${name}${form === undefined ? "" : " with a value"}`)
+    }
+    let st: Database.Statement
+    try {
+      st = this.db.prepare(sql)
+    } catch (e) {
+      const msg = (e as Error).message
+      if (/more than one statement/.test(msg)) throw new QueryError("one statement at a time, please")
+      throw new QueryError(`SQL error: ${msg}`)
+    }
+    if (!st.readonly) throw refuse(`a statement that writes (${keyword} ...)`)
+    if (!st.reader) throw refuse(`a statement that returns no rows (${keyword} ...)`)
+    try {
+      const columns = st.columns().map((c) => c.name)
+      const rows = st.raw(true).all(...params) as unknown[][]
+      return { columns, rows }
+    } catch (e) {
+      const msg = (e as Error).message
+      if (/readonly|not authorized/i.test(msg)) throw refuse("writing")
+      throw new QueryError(`SQL error: ${msg}`)
+    }
+  }
+
+  close() {
+    this.db.close()
+  }
+}
