@@ -24,6 +24,14 @@ export const verifyStore = (store: Store): VerifyReport => {
     )
     .all() as Array<{ digest: string }>
   for (const d of dangling) problems.push(`output ${d.digest} has no artifact row`)
+  // A cached execution's history (times, logs, metrics) lives on the one it points at.
+  const orphans = store.db
+    .prepare(
+      "SELECT id, produced_by FROM executions WHERE produced_by IS NOT NULL AND produced_by NOT IN (SELECT id FROM executions)",
+    )
+    .all() as Array<{ id: number; produced_by: number }>
+  for (const o of orphans)
+    problems.push(`execution ${o.id} points at execution ${o.produced_by}, which is gone`)
   for (const row of store.db.prepare("SELECT step_key, outputs FROM step_cache").all() as Array<{
     step_key: string
     outputs: string
