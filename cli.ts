@@ -8,5 +8,8 @@ setEngineUrl(new URL("./index.js", import.meta.url).href)
 
 export const main = (argv: ReadonlyArray<string>) =>
   engineMain(argv, {
-    generate: async () => (await import("./plugins/train/GenerateCommand.ts")).generateCommand,
+    generate: async () => {
+      const { generateCommand } = await import("./plugins/train/GenerateCommand.ts")
+      return (args) => generateCommand([...args])
+    },
   })

@@ -36,7 +36,8 @@ for (const d of fs.readdirSync(path.join(root, "plugins"), { withFileTypes: true
   codeHashes[`plugins/${d.name}`] = h.digest("hex").slice(0, 16)
 }
 
-const workers = walk(path.join(root, "plugins")).filter((f) => f.endsWith(".worker.ts"))
+// Worker entries (files named *Worker.ts) are emitted beside the chunks that start them.
+const workers = walk(path.join(root, "plugins")).filter((f) => /Worker\.ts$/.test(f))
 
 fs.rmSync(path.join(root, "dist"), { recursive: true, force: true })
 await esbuild.build({
@@ -45,7 +46,7 @@ await esbuild.build({
     { in: "index.ts", out: "index" },
     { in: "cli.ts", out: "cli" },
     { in: "effect.ts", out: "effect" },
-    ...workers.map((w) => ({ in: path.relative(root, w), out: `workers/${path.basename(w, ".worker.ts")}` })),
+    ...workers.map((w) => ({ in: path.relative(root, w), out: `chunks/${path.basename(w, ".ts")}` })),
   ],
   outdir: "dist",
   bundle: true,
