@@ -29,7 +29,7 @@ const fromRecord = (json: unknown, depth = 0): BaseQuantization | undefined => {
     if (v === false || v === null) return "none"
   }
   if (o.load_in_4bit === true || o.bnb_4bit_quant_type === "nf4") return "nf4"
-  for (const key of ["plugin", "step", "method", "mode", "trainer", "type"]) {
+  for (const key of ["kind", "plugin", "step", "method", "mode", "trainer"]) {
     const v = o[key]
     if (typeof v === "string" && QLORA.test(v)) return "nf4"
     if (typeof v === "string" && LORA.test(v)) return "none"
@@ -51,8 +51,9 @@ const readJson = (file: string): unknown => {
 
 /**
  * How the base was held while the adapter trained, from the adapter's
- * training.json (quantization "nf4", or the train-qlora step) or its
- * adapter_config.json (a quantization_config); undefined when neither says.
+ * training.json (the trainer's `"kind": "qlora"` or `"lora"`, a
+ * `quantization` field, the step name) or its adapter_config.json (a
+ * quantization_config); undefined when neither says.
  */
 export const adapterBaseQuantization = (adapterDir: string): BaseQuantization | undefined =>
   fromRecord(readJson(path.join(adapterDir, "training.json"))) ??

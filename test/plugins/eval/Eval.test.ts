@@ -216,6 +216,19 @@ describe("eval on stories260K", () => {
       ).toBe(true)
   })
 
+  test("a QLoRA adapter is scored on the NF4-dequantised base it trained against", async () => {
+    const adapter = tempDir("qlora")
+    writeTestAdapter(adapter, base, { zeroB: true, training: { kind: "qlora" } })
+    const r = await runEval({ adapter }, { maxExamples: 0 })
+    expect(r.error).toBeUndefined()
+    const report = readReport(r.outputs.report as string)
+    expect(report.settings.adapterBase).toBe("nf4")
+    // With B = 0 the tuned model is the quantised base: its loss differs from the float base's, a little.
+    const gap = report.scores.tuned.loss - report.scores.base.loss
+    expect(gap).not.toBe(0)
+    expect(Math.abs(gap)).toBeLessThan(0.5)
+  })
+
   test("packed test tokens give the loss of unpacked ones (attention stays inside each example)", async () => {
     expect(readTokens(packedDir).meta.packed).toBe(true)
     expect(readTokens(packedDir).meta.count).toBeLessThan(4)

@@ -45,7 +45,7 @@ export const writeTestAdapter = (dir: string, model: HostModel, o: AdapterOption
   writeAdapter(dir, adapter)
   fs.writeFileSync(
     path.join(dir, "training.json"),
-    `${JSON.stringify(o.training ?? { plugin: "train-lora" }, null, 2)}\n`,
+    `${JSON.stringify(o.training ?? { kind: "lora" }, null, 2)}\n`,
   )
   return adapter
 }

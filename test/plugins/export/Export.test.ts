@@ -224,7 +224,7 @@ describe("export-merged", () => {
   })
 
   test("a QLoRA adapter merges into the NF4-dequantised base it trained against", async () => {
-    const { dir } = adapterDir({ seed: 11, training: { plugin: "train-qlora", quantization: "nf4" } })
+    const { dir } = adapterDir({ seed: 11, training: { kind: "qlora", params: { r: 4 } } })
     const cwd = tempDir("cwd")
     const r = await inDir(cwd, () =>
       runStep(
