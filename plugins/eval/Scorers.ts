@@ -10,7 +10,14 @@
  *                (output, reference, record) => number | boolean
  */
 
-export type ScorerFunction = (output: string, reference: string, record: unknown) => number | boolean
+/**
+ * A custom scorer. Declared through a method so that its parameters are
+ * checked bivariantly: a pipeline file may type `record` as the shape it
+ * expects (`{ instruction?: string }`) rather than `unknown`.
+ */
+export type ScorerFunction = {
+  score(output: string, reference: string, record: unknown): number | boolean
+}["score"]
 
 export interface Scorer {
   readonly name: string
