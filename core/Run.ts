@@ -571,7 +571,11 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
       })
 
       const fibers = yield* Effect.forEach(selected, (n) => Effect.forkChild(runNode(n)))
-      const joined = yield* Fiber.joinAll(fibers).pipe(Effect.exit)
+      // Interrupted, the run first interrupts its steps, so their cleanup and records land before it ends.
+      const joined = yield* Fiber.joinAll(fibers).pipe(
+        Effect.onInterrupt(() => Fiber.interruptAll(fibers)),
+        Effect.exit,
+      )
       yield* Fiber.interrupt(heartbeat)
       if (Exit.isFailure(joined) && !isFailFast(joined.cause)) return yield* Effect.failCause(joined.cause)
     }).pipe(
