@@ -23,6 +23,7 @@ Usage:
   tunegraph run <pipeline.ts> [--target NODE]... [--force NODE]... [--set NODE.PARAM=VALUE]...
                               [--fail-fast] [--cpus N] [--gpus N] [--json] [--verbose]
   tunegraph plan <pipeline.ts> [--target NODE]... [--set NODE.PARAM=VALUE]... [--json]
+  tunegraph watch <pipeline.ts> [--set NODE.PARAM=VALUE]... [--target NODE]... [--debounce MS] [--json]
   tunegraph runs [--json] [--limit N]
   tunegraph show <run|last> [--json]
   tunegraph verify [--json]
@@ -58,6 +59,8 @@ export const main = async (argv: ReadonlyArray<string>, commands: Commands = {})
         return (await import("./Inspect.ts")).cmdShow(rest)
       case "verify":
         return (await import("./Inspect.ts")).cmdVerify(rest)
+      case "watch":
+        return await (await import("./WatchCmd.ts")).cmdWatch(rest)
       case "lineage":
         return (await import("./LineageCmd.ts")).cmdLineage(rest)
       case "diff":
