@@ -91,6 +91,8 @@ export class FastJsonl {
    */
   transcode(seg: Buffer, start: number, end: number): number {
     // work on the line alone, so that native searches stop at its end
+    // a CR before the LF is whitespace (CRLF files)
+    if (end > start && seg[end - 1] === 13) end--
     const buf = seg.subarray(start, end)
     end = buf.length
     const starts = this.starts
@@ -205,8 +207,7 @@ export class FastJsonl {
             any = true
           } else out[o++] = 44
           const slot = this.metaSlots[m]!
-          slot.key.copy(out, o)
-          o += slot.key.length
+          o = copy(slot.key, 0, slot.key.length, out, o)
           o = this.value(buf, j, out, o, false)
         }
         if (any) out[o++] = 125
@@ -217,8 +218,7 @@ export class FastJsonl {
       if (fields[i]!.dropEmpty && this.ends[i]! - s === 2) continue
       sep()
       const f = fields[i]!
-      f.key.copy(out, o)
-      o += f.key.length
+      o = copy(f.key, 0, f.key.length, out, o)
       o = this.value(buf, i, out, o, true)
     }
     out[o++] = 125

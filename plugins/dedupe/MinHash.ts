@@ -1,0 +1,197 @@
+/**
+ * MinHash signatures of word n-gram shingles. Words are runs of letters and
+ * digits after NFKC and lower-casing (everything else separates words), each
+ * hashed to 32 bits; a shingle is the hash of n consecutive word hashes (a
+ * text shorter than n words is one shingle). Permutation i maps a shingle
+ * hash x to (a_i * x + b_i) mod 2^32 with a_i odd: a bijection of well-mixed
+ * 32-bit values, cheap with Math.imul. ASCII text is tokenised straight from
+ * its bytes; other text is normalised as a string first.
+ */
+import type { CanonicalRecord } from "../ingest/Records.ts"
+import { Field, recordFields, TextFields, type TextScope } from "./TextFields.ts"
+
+const fmix = (h: number): number => {
+  h ^= h >>> 16
+  h = Math.imul(h, 0x85ebca6b)
+  h ^= h >>> 13
+  h = Math.imul(h, 0xc2b2ae35)
+  return (h ^ (h >>> 16)) >>> 0
+}
+
+// non-ASCII characters that are not letters, digits or marks (the byte loop splits ASCII itself)
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the range excludes all of ASCII
+const NOT_WORD = /[^\p{L}\p{N}\p{M}\x00-\x7f]+/gu
+
+/** Text as the tokeniser sees it: NFKC, lower case, non-ASCII non-word characters as spaces. */
+export const wordText = (s: string): string => {
+  const t = s.normalize("NFKC").toLowerCase()
+  return NOT_WORD.test(t) ? t.replace(NOT_WORD, " ") : t
+}
+
+/** splitmix32: reproducible coefficients from a seed. */
+const splitmix = (seed: number) => {
+  let s = seed >>> 0
+  return (): number => {
+    s = (s + 0x9e3779b9) >>> 0
+    let z = s
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b)
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35)
+    return (z ^ (z >>> 16)) >>> 0
+  }
+}
+
+export interface MinHashOptions {
+  readonly permutations: number
+  readonly ngram: number
+  readonly seed: number
+  readonly scope: TextScope
+}
+
+export class MinHasher {
+  readonly a: Uint32Array
+  readonly b: Uint32Array
+  /** The shingles of the last text, in text order, repeats included (count of them in `count`). */
+  shingles = new Uint32Array(1024)
+  count = 0
+  private readonly window: Uint32Array
+  private words = 0
+  private readonly fields: TextFields
+  private readonly sink = (f: Field, data: Buffer, n: number, ascii: boolean) => {
+    if (f === Field.Role) return
+    if (ascii) this.tokens(data, n)
+    else {
+      const b = Buffer.from(wordText(data.toString("utf8", 0, n)))
+      this.tokens(b, b.length)
+    }
+  }
+
+  constructor(private readonly options: MinHashOptions) {
+    const next = splitmix(options.seed)
+    this.a = new Uint32Array(options.permutations)
+    this.b = new Uint32Array(options.permutations)
+    for (let i = 0; i < options.permutations; i++) {
+      this.a[i] = next() | 1
+      this.b[i] = next()
+    }
+    this.window = new Uint32Array(options.ngram)
+    this.fields = new TextFields(options.scope)
+  }
+
+  /** Shingles of the canonical line buf[start, end) into `shingles[0, count)`. */
+  shingleLine(buf: Buffer, start: number, end: number): number {
+    this.begin()
+    if (!this.fields.scan(buf, start, end, this.sink)) {
+      this.begin()
+      this.shingleRecord(JSON.parse(buf.toString("utf8", start, end)) as CanonicalRecord)
+      return this.count
+    }
+    return this.end()
+  }
+
+  /** Shingles of a record (the general path, equal to shingleLine on its canonical line). */
+  shingleRecord(r: CanonicalRecord): number {
+    this.begin()
+    for (const [f, text] of recordFields(r, this.options.scope)) {
+      if (f === Field.Role) continue
+      const b = Buffer.from(wordText(text))
+      this.tokens(b, b.length)
+    }
+    return this.end()
+  }
+
+  /** The signature of the current shingles into sig (length = permutations). */
+  signature(sig: Uint32Array): void {
+    sig.fill(0xffffffff)
+    const a = this.a
+    const b = this.b
+    const n = a.length
+    const sh = this.shingles
+    for (let s = 0; s < this.count; s++) {
+      const x = sh[s]!
+      for (let i = 0; i < n; i++) {
+        const v = (Math.imul(a[i]!, x) + b[i]!) >>> 0
+        if (v < sig[i]!) sig[i] = v
+      }
+    }
+  }
+
+  /** The current shingles, sorted and distinct (for exact Jaccard): a copy. */
+  sortedSet(): Uint32Array {
+    const s = this.shingles.slice(0, this.count).sort()
+    let n = s.length > 0 ? 1 : 0
+    for (let i = 1; i < s.length; i++) if (s[i] !== s[n - 1]) s[n++] = s[i]!
+    return s.subarray(0, n)
+  }
+
+  private begin(): void {
+    this.count = 0
+    this.words = 0
+  }
+
+  private end(): number {
+    // a text shorter than n words is one shingle
+    if (this.words > 0 && this.words < this.options.ngram) this.push(this.shingleOf(this.words))
+    // repeated shingles are left in: they do not change a minimum, and are rare
+    return this.count
+  }
+
+  private tokens(data: Uint8Array, n: number): void {
+    let h = 0x811c9dc5
+    let inWord = false
+    for (let i = 0; i <= n; i++) {
+      let c = i < n ? data[i]! : 32
+      if (c >= 65 && c <= 90) c += 32
+      const word = c >= 128 || (c >= 97 && c <= 122) || (c >= 48 && c <= 57)
+      if (word) {
+        h = Math.imul(h ^ c, 0x01000193)
+        inWord = true
+      } else if (inWord) {
+        this.word(fmix(h))
+        h = 0x811c9dc5
+        inWord = false
+      }
+    }
+  }
+
+  private word(h: number): void {
+    const k = this.options.ngram
+    this.window[this.words % k] = h
+    this.words++
+    if (this.words >= k) this.push(this.shingleOf(k))
+  }
+
+  /** Hash of the last m words in order. */
+  private shingleOf(m: number): number {
+    const k = this.options.ngram
+    let h = 0x27d4eb2f
+    for (let j = this.words - m; j < this.words; j++)
+      h = Math.imul(h ^ this.window[j % k]!, 0x9e3779b1) + 0x165667b1
+    return fmix(h)
+  }
+
+  private push(x: number): void {
+    if (this.count === this.shingles.length) {
+      const bigger = new Uint32Array(this.shingles.length * 2)
+      bigger.set(this.shingles)
+      this.shingles = bigger
+    }
+    this.shingles[this.count++] = x
+  }
+}
+
+/** |A ∩ B| / |A ∪ B| of two sorted distinct sets. */
+export const jaccard = (x: Uint32Array, y: Uint32Array): number => {
+  let i = 0
+  let j = 0
+  let both = 0
+  while (i < x.length && j < y.length) {
+    if (x[i] === y[j]) {
+      both++
+      i++
+      j++
+    } else if (x[i]! < y[j]!) i++
+    else j++
+  }
+  const union = x.length + y.length - both
+  return union === 0 ? 1 : both / union
+}
