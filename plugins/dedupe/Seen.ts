@@ -8,6 +8,7 @@ export class Seen {
   private values: Int32Array
   private mask: number
   private last = -1
+  private found = -1
   size = 0
 
   constructor(capacity = 1 << 16) {
@@ -40,7 +41,10 @@ export class Seen {
         return -1
       }
       const k = slot * 4
-      if (keys[k] === a && keys[k + 1] === b && keys[k + 2] === c && keys[k + 3] === d) return v
+      if (keys[k] === a && keys[k + 1] === b && keys[k + 2] === c && keys[k + 3] === d) {
+        this.found = slot
+        return v
+      }
       slot = (slot + 1) & this.mask
     }
   }
@@ -48,6 +52,11 @@ export class Seen {
   /** Changes the index stored by the last addOrGet that stored one. */
   relabelLast(index: number): void {
     if (this.last >= 0) this.values[this.last] = index
+  }
+
+  /** Changes the index stored with the fingerprint the last addOrGet found. */
+  setFound(index: number): void {
+    if (this.found >= 0) this.values[this.found] = index
   }
 
   /** Bytes held, for the report. */
@@ -66,5 +75,6 @@ export class Seen {
     for (let i = 0; i < oldValues.length; i++)
       if (oldValues[i]! >= 0) this.addOrGet(oldKeys, i * 4, oldValues[i]!)
     this.last = -1
+    this.found = -1
   }
 }
