@@ -30,6 +30,7 @@ Usage:
   tunegraph lineage <digest | node | exported path> [--run RUN] [--json | --dot]
   tunegraph diff <runA> <runB> [--json]
   tunegraph query "<SQL>" [--json | --csv]      (--views lists the views)
+  tunegraph reproduce <digest | node | exported path> [--keep] [--json]
   tunegraph gc [--keep-last N] [--dry-run] [--json]
   tunegraph pin <digest | node | exported path> [--note TEXT]    tunegraph unpin <...>
   tunegraph generate --model <dir|file.bin> [--adapter DIR] [--tokenizer FILE] [--prompt TEXT]
@@ -67,6 +68,8 @@ export const main = async (argv: ReadonlyArray<string>, commands: Commands = {})
         return (await import("./LineageCmd.ts")).cmdDiff(rest)
       case "query":
         return (await import("./LineageCmd.ts")).cmdQuery(rest)
+      case "reproduce":
+        return await (await import("./ReproduceCmd.ts")).cmdReproduce(rest)
       case "gc":
         return (await import("./GcCmd.ts")).cmdGc(rest)
       case "pin":
