@@ -6,7 +6,12 @@
 import { Effect } from "effect"
 import { type Failure, fromPromise, type OutputMeta, type StepContext, StepError } from "../../core/Plugin.ts"
 import { adapterBaseQuantization, type BaseQuantization, mergedModel } from "../export/Merge.ts"
-import { makeRenderer, TemplateError } from "../tokenize/Template.ts"
+import {
+  makeRenderer,
+  TEMPLATES as TEMPLATE_NAMES,
+  TemplateError,
+  type TemplateName,
+} from "../tokenize/Template.ts"
 import { loadTokenizer } from "../tokenize/Tokenizer.ts"
 import { readTokens } from "../tokenize/TokensFile.ts"
 import { initBackend } from "../train/Backend.ts"
@@ -59,6 +64,23 @@ const tunedModel = (
   )
 }
 
+const TEMPLATES: ReadonlyArray<string> = TEMPLATE_NAMES
+
+/** The template prompts are rendered with: the param, else the test tokens' own (what the tokenize step used). */
+const promptTemplate = (ctx: Context, format: string | undefined): TemplateName => {
+  const given = ctx.params.template
+  if (given !== undefined) {
+    if (format !== undefined && format !== given)
+      ctx.log(`the test tokens were made with template "${format}", the prompts are rendered with "${given}"`)
+    return given
+  }
+  if (format !== undefined && TEMPLATES.includes(format)) return format as TemplateName
+  return fail(
+    `the test tokens do not say which template made them${format === undefined ? "" : ` ("${format}" is not one eval knows)`}: set \`template\``,
+    "template",
+  )
+}
+
 const evaluateAll = async (ctx: Context): Promise<EvalReport> => {
   const p = ctx.params
   const backend = await initBackend(p.backend === "auto" ? undefined : p.backend)
@@ -97,12 +119,18 @@ const evaluateAll = async (ctx: Context): Promise<EvalReport> => {
     }
 
     // Answers to the test prompts.
-    const renderer = await makeRenderer(p.template, {
+    const template = promptTemplate(ctx, data.meta.format)
+    const renderer = await makeRenderer(template, {
       chatTemplate: tok.chatTemplate,
       bosToken: tok.bosToken,
       eosToken: tok.eosToken,
     }).catch((e: unknown) => fail(e instanceof TemplateError ? e.message : String(e), "template"))
-    const addBos = p.addBos === "auto" ? tok.addsBos && p.template !== "chat_template" : p.addBos
+    const addBos =
+      p.addBos !== "auto"
+        ? p.addBos
+        : data.meta.bosId !== undefined
+          ? data.meta.bosId !== null
+          : tok.addsBos && template !== "chat_template"
     if (addBos && tok.bosId === undefined) fail(`addBos is set but ${tok.file} has no BOS token`, "addBos")
     const records = ctx.inputs.prompts
     const set =
@@ -117,7 +145,7 @@ const evaluateAll = async (ctx: Context): Promise<EvalReport> => {
           ).catch((e: unknown) =>
             fail(`${records.path}: ${e instanceof Error ? e.message : String(e)}`, "prompts"),
           )
-    const stops = p.stop ?? defaultStops(p.template)
+    const stops = p.stop ?? defaultStops(template)
     const stopIds = [...new Set([tok.eosId, baseHost.config.eosId, baseHost.config.bosId])]
     const fits = set.prompts.filter((x) => x.ids.length < baseHost.config.maxSeqLen)
     const samples: Sample[] = []
@@ -187,7 +215,7 @@ const evaluateAll = async (ctx: Context): Promise<EvalReport> => {
       settings: {
         tuned: tuned.description,
         adapterBase: tuned.quantization,
-        template: p.template,
+        template,
         addBos,
         maxExamples: p.maxExamples,
         maxNewTokens: p.maxNewTokens,

@@ -28,9 +28,9 @@ const Scorer = Schema.declare((u: unknown): u is ScorerFunction => typeof u === 
 const Regex = Schema.declare((u: unknown): u is RegExp => u instanceof RegExp, { title: "RegExp" })
 
 export const EvalParams = Schema.Struct({
-  /** The prompt format the tokenize step used ("alpaca", "chatml", "chat_template", "none"). */
-  template: Schema.Literals(["alpaca", "chatml", "chat_template", "none"]).pipe(withDefault("alpaca")),
-  /** Prepend BOS to prompts: "auto" follows the tokenizer, as the tokenize step does. */
+  /** The prompt format ("alpaca", "chatml", "chat_template", "none"); by default the one the test tokens were made with. */
+  template: Schema.optionalKey(Schema.Literals(["alpaca", "chatml", "chat_template", "none"])),
+  /** Prepend BOS to prompts: "auto" does what the tokenize step did for the test tokens. */
   addBos: Schema.Union([Schema.Boolean, Schema.Literal("auto")]).pipe(withDefault("auto")),
   /** Test records answered (from the first); 0 skips generation. */
   maxExamples: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)).pipe(withDefault(50)),

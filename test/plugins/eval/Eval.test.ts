@@ -80,7 +80,6 @@ const runEval = (
       prompts: artifact(recordsFile, "Records"),
     },
     {
-      template: "none",
       stop: ["."],
       regex: "named (\\w+)",
       maxNewTokens: 24,
@@ -153,6 +152,8 @@ describe("eval on stories260K", () => {
       expect(report.scores.base[k]).toBe(mean(k))
     expect(report.scores.base.loss).toBeCloseTo(referenceLoss(tokensDir), 4)
     expect(report.scores.base.perplexity).toBeCloseTo(Math.exp(report.scores.base.loss), 10)
+    // The template is the test tokens' own ("none") when not given.
+    expect(report.settings).toMatchObject({ template: "none", addBos: true })
     expect(report.counts).toMatchObject({ testSequences: 4, records: 4, examples: 4, skippedNoReply: 0 })
     // Metrics for the run's lineage.
     const metric = (name: string) => r.metrics.find((m) => m.name === name)?.value
@@ -234,7 +235,10 @@ describe("eval on stories260K", () => {
     expect(readTokens(packedDir).meta.count).toBeLessThan(4)
     const adapter = tempDir("zero")
     writeTestAdapter(adapter, base, { zeroB: true })
-    const packed = await runEval({ adapter, test: packedDir }, { maxExamples: 0 })
+    const packed = await runEval({ adapter, test: packedDir }, { maxExamples: 0, template: "alpaca" })
+    expect(packed.logs).toContain(
+      'the test tokens were made with template "none", the prompts are rendered with "alpaca"',
+    )
     const plain = await runEval({ adapter, test: tokensDir }, { maxExamples: 0 })
     const a = readReport(packed.outputs.report as string)
     const b = readReport(plain.outputs.report as string)
