@@ -37,10 +37,13 @@ export class Fingerprinter {
   private words = new Uint32Array(this.norm.buffer)
   private n = 0
   private readonly fields: TextFields
-  private readonly sink = (field: Field, data: Buffer, length: number, ascii: boolean) => {
-    if (ascii) this.field(field, data, length)
+  private readonly sink = (field: Field, buf: Buffer, s: number, e: number, ascii: boolean) => {
+    if (ascii && !this.caseFold) return this.asciiField(field, buf, s, e)
+    const n = this.fields.unescape(buf, s, e)
+    const data = this.fields.scratch
+    if (ascii) this.field(field, data, n)
     else {
-      const b = Buffer.from(prepare(data.toString("utf8", 0, length), this.caseFold))
+      const b = Buffer.from(prepare(data.toString("utf8", 0, n), this.caseFold))
       this.field(field, b, b.length)
     }
   }
@@ -77,14 +80,100 @@ export class Fingerprinter {
     }
   }
 
+  /**
+   * field() for ASCII text still in its JSON form, without a loop over every
+   * byte: raw runs hold no control characters (JSON escapes them), so their
+   * only whitespace is single spaces, copied as they are; double spaces and
+   * escapes are handled where they occur.
+   */
+  private asciiField(f: Field, buf: Buffer, s: number, e: number): void {
+    this.reserve(e - s + 3)
+    // buf is a view of one line (TextFields.scan): the next backslash and double space in it are searched once each
+    if (buf !== this.viewed) {
+      this.viewed = buf
+      // string search is much faster than Buffer search for a two-byte needle
+      this.text = buf.toString("latin1")
+      this.backslash = -2
+      this.doubleSpace = -2
+    }
+    const text = this.text
+    const out = this.norm
+    let o = this.n
+    out[o++] = 0x1e
+    out[o++] = 48 + f
+    const first = o
+    let p = s
+    while (p < e) {
+      if (this.backslash !== -1 && this.backslash < p) this.backslash = text.indexOf("\\", p)
+      const b = this.backslash < 0 || this.backslash > e ? e : this.backslash
+      if (b > p) {
+        // leading spaces are dropped, and spaces after a space (escaped whitespace) too
+        let a = p
+        if (o === first || out[o - 1] === 32) while (a < b && buf[a] === 32) a++
+        if (this.doubleSpace !== -1 && this.doubleSpace < a) this.doubleSpace = text.indexOf("  ", a)
+        if (this.doubleSpace >= 0 && this.doubleSpace + 1 < b) {
+          for (let i = a; i < b; i++) {
+            const c = buf[i]!
+            if (c !== 32 || (o > first && out[o - 1] !== 32)) out[o++] = c
+          }
+        } else if (b - a < 128) for (let i = a; i < b; i++) out[o++] = buf[i]!
+        else {
+          out.set(buf.subarray(a, b), o)
+          o += b - a
+        }
+      }
+      if (b >= e) break
+      const x = buf[b + 1]!
+      p = b + 2
+      let c: number
+      switch (x) {
+        case 110:
+          c = 10
+          break
+        case 116:
+          c = 9
+          break
+        case 114:
+          c = 13
+          break
+        case 98:
+          c = 8
+          break
+        case 102:
+          c = 12
+          break
+        case 117:
+          c = Number.parseInt(buf.toString("latin1", p, p + 4), 16)
+          p += 4
+          break
+        default:
+          c = x
+      }
+      if (c === 32 || (c >= 9 && c <= 13)) {
+        if (o > first && out[o - 1] !== 32) out[o++] = 32
+      } else out[o++] = c
+    }
+    if (o > first && out[o - 1] === 32) o--
+    out[o++] = 0x1f
+    this.n = o
+  }
+
+  private viewed: Buffer | undefined
+  private text = ""
+  private backslash = -2
+  private doubleSpace = -2
+
+  private reserve(extra: number): void {
+    if (this.norm.length >= this.n + extra) return
+    const bigger = new Uint8Array(new ArrayBuffer((2 * (this.n + extra) + 16) & ~15))
+    bigger.set(this.norm.subarray(0, this.n))
+    this.norm = bigger
+    this.words = new Uint32Array(bigger.buffer)
+  }
+
   /** One field: a tag (which also tells record kinds apart), the text with whitespace collapsed and trimmed, a separator. */
   private field(f: Field, data: Uint8Array, length: number): void {
-    if (this.norm.length < this.n + length + 3) {
-      const bigger = new Uint8Array(new ArrayBuffer((2 * (this.n + length + 3) + 16) & ~15))
-      bigger.set(this.norm.subarray(0, this.n))
-      this.norm = bigger
-      this.words = new Uint32Array(bigger.buffer)
-    }
+    this.reserve(length + 3)
     const out = this.norm
     let o = this.n
     out[o++] = 0x1e

@@ -56,8 +56,10 @@ export class MinHasher {
   private readonly window: Uint32Array
   private words = 0
   private readonly fields: TextFields
-  private readonly sink = (f: Field, data: Buffer, n: number, ascii: boolean) => {
+  private readonly sink = (f: Field, buf: Buffer, s: number, e: number, ascii: boolean) => {
     if (f === Field.Role) return
+    const n = this.fields.unescape(buf, s, e)
+    const data = this.fields.scratch
     if (ascii) this.tokens(data, n)
     else {
       const b = Buffer.from(wordText(data.toString("utf8", 0, n)))

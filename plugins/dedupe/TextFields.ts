@@ -26,8 +26,11 @@ export enum Field {
   Role = 7,
 }
 
-/** Receives a record's fields: UTF-8 bytes in data[0, length), and whether they are all ASCII. */
-export type FieldSink = (field: Field, data: Buffer, length: number, ascii: boolean) => void
+/**
+ * Receives a record's fields as raw JSON string contents buf[start, end)
+ * (escapes not yet undone: see unescape) and whether they are all ASCII.
+ */
+export type FieldSink = (field: Field, buf: Buffer, start: number, end: number, ascii: boolean) => void
 
 const KEYS: Record<string, Field> = {
   input: Field.Input,
@@ -64,25 +67,30 @@ export const recordFields = (r: CanonicalRecord, scope: TextScope): Array<[Field
 }
 
 export class TextFields {
-  private scratch = Buffer.allocUnsafe(1 << 16)
+  /** Where unescape writes. */
+  scratch = Buffer.allocUnsafe(1 << 16)
 
   constructor(private readonly scope: TextScope) {}
 
   /**
-   * Hands the text fields of the canonical line buf[start, end) to `sink`;
-   * returns false, having handed nothing, when the line needs the general path.
+   * Hands the text fields of the canonical line buf[start, end) to `sink`
+   * (as offsets into a view of the line alone, so that searches stop at its
+   * end); returns false, having handed nothing, when the line needs the
+   * general path.
    */
   scan(buf: Buffer, start: number, end: number, sink: FieldSink): boolean {
-    if (this.scratch.length < end - start) this.scratch = Buffer.allocUnsafe(2 * (end - start))
-    if (buf[start] !== 123 || buf[end - 1] !== 125) return false
+    const line = buf.subarray(start, end)
+    const n = line.length
+    if (this.scratch.length < n) this.scratch = Buffer.allocUnsafe(2 * n)
+    if (line[0] !== 123 || line[n - 1] !== 125 || hasWideEscape(line)) return false
     // a first pass finds the fields, so that nothing is handed over for a line that turns out to need the general path
-    const found = this.locate(buf, start + 1, end - 1)
+    const found = this.locate(line, 1, n - 1)
     if (found === undefined) return false
+    const ascii = isAscii(line)
     for (let i = 0; i < found.length; i += 3) {
       const s = found[i + 1]!
       const e = found[i + 2]!
-      const n = this.unescape(buf, s, e)
-      sink(found[i]! as Field, this.scratch, n, isAscii(buf.subarray(s, e)))
+      sink(found[i]! as Field, line, s, e, ascii || isAscii(line.subarray(s, e)))
     }
     return true
   }
@@ -110,7 +118,7 @@ export class TextFields {
         const f = KEYS[key]
         if (f === undefined || buf[p] !== 34) return undefined
         const q = stringEnd(buf, p, end)
-        if (q < 0 || hasWideEscape(buf, p, q)) return undefined
+        if (q < 0) return undefined
         if (this.scope === "example" || (f !== Field.Output && f !== Field.Completion))
           spans.push(f, p + 1, q - 1)
         p = q
@@ -134,7 +142,7 @@ export class TextFields {
       if (c1 < 0 || !startsWith(buf, c1, ROLE)) return -1
       const r0 = c1 + ROLE.length
       const r1 = stringEnd(buf, r0, end)
-      if (r1 < 0 || buf[r1] !== 125 || hasWideEscape(buf, c0, c1)) return -1
+      if (r1 < 0 || buf[r1] !== 125) return -1
       this.spans.push(Field.Content, c0 + 1, c1 - 1, Field.Role, r0 + 1, r1 - 1)
       p = r1 + 1
       if (buf[p] === 44) {
@@ -146,14 +154,13 @@ export class TextFields {
     }
   }
 
-  /** Unescapes buf[s, e) into the scratch buffer; returns its length (escapes are ASCII here). */
-  private unescape(buf: Buffer, s: number, e: number): number {
+  /** Unescapes buf[s, e) (a field handed to a sink) into `scratch`; returns its length. */
+  unescape(buf: Buffer, s: number, e: number): number {
     const out = this.scratch
     let o = 0
     let p = s
     while (p < e) {
-      let b = buf.indexOf(92, p)
-      if (b < 0 || b >= e) b = e
+      const b = nextBackslash(buf, p, e)
       if (b > p) {
         if (b - p < 64) for (let i = p; i < b; i++) out[o++] = buf[i]!
         else {
@@ -194,14 +201,19 @@ export class TextFields {
 }
 
 /** A \u escape of anything but a control character (a lone surrogate): the general path decodes it. */
-const hasWideEscape = (buf: Buffer, s: number, e: number): boolean => {
-  let b = buf.indexOf(92, s)
-  while (b >= 0 && b < e) {
-    const x = buf[b + 1]
-    if (x === 117 && (buf[b + 2] !== 48 || buf[b + 3] !== 48 || buf[b + 4]! > 49)) return true
-    b = buf.indexOf(92, b + 2)
+const hasWideEscape = (line: Buffer): boolean => {
+  let b = line.indexOf(92)
+  while (b >= 0) {
+    if (line[b + 1] === 117 && (line[b + 2] !== 48 || line[b + 3] !== 48 || line[b + 4]! > 49)) return true
+    b = line.indexOf(92, b + 2)
   }
   return false
+}
+
+/** The first backslash in line[p, e), or e. */
+const nextBackslash = (line: Buffer, p: number, e: number): number => {
+  const b = line.indexOf(92, p)
+  return b < 0 || b > e ? e : b
 }
 
 const CONTENT = Buffer.from('"content":')

@@ -49,8 +49,7 @@ describe("split", () => {
     const m = assignment(a.outputs)
     expect(m.size).toBe(3000)
     const report = readJson(a.outputs.report!) as {
-      counts: Record<string, number>
-      leaks: Record<string, number>
+      counts: Record<"train" | "validation" | "test", number>
     }
     expect(report.counts.train + report.counts.validation + report.counts.test).toBe(3000)
     // binomial: 3 standard deviations of 300 out of 3000 is about 50
@@ -126,7 +125,7 @@ describe("split", () => {
     expect(r.error?.file).toBe(file)
     const reported = await runStep(split, asInput(file), { groupBy: "meta.user", onLeak: "report" })
     expect(reported.error).toBeUndefined()
-    const leaks = readJson(reported.outputs.report!).leaks as Record<string, number>
+    const leaks = readJson(reported.outputs.report!).leaks as Record<"trainTest" | "trainValidation" | "validationTest", number>
     expect(leaks.trainTest + leaks.trainValidation + leaks.validationTest).toBeGreaterThan(0)
     // without grouping, identical examples always share a split
     const plain = await runStep(split, asInput(file))
