@@ -31,6 +31,7 @@ Usage:
   tunegraph diff <runA> <runB> [--json]
   tunegraph query "<SQL>" [--json | --csv]      (--views lists the views)
   tunegraph reproduce <digest | node | exported path> [--keep] [--json]
+  tunegraph report [<run>|last] [-o report.html]
   tunegraph gc [--keep-last N] [--dry-run] [--json]
   tunegraph pin <digest | node | exported path> [--note TEXT]    tunegraph unpin <...>
   tunegraph generate --model <dir|file.bin> [--adapter DIR] [--tokenizer FILE] [--prompt TEXT]
@@ -70,6 +71,8 @@ export const main = async (argv: ReadonlyArray<string>, commands: Commands = {})
         return (await import("./LineageCmd.ts")).cmdQuery(rest)
       case "reproduce":
         return await (await import("./ReproduceCmd.ts")).cmdReproduce(rest)
+      case "report":
+        return (await import("./ReportCmd.ts")).cmdReport(rest)
       case "gc":
         return (await import("./GcCmd.ts")).cmdGc(rest)
       case "pin":
