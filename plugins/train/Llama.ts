@@ -12,6 +12,7 @@
  *   frozen  nothing trains (generation, evaluation)
  */
 import * as tf from "@tensorflow/tfjs-core"
+import { type AttentionMask, attentionJs, attentionTf } from "./Attention.ts"
 import { EMBED, FINAL_NORM, headDim, type LlamaConfig, LM_HEAD, layerNames } from "./LlamaConfig.ts"
 import {
   LORA_MODULES,
@@ -26,13 +27,13 @@ import {
   applyMask,
   crossEntropySum,
   embedding,
+  halfSwap,
   matmul,
   matmulConst,
   matmulLazy,
   rmsnorm,
   rope,
   swiglu,
-  transposeLast,
 } from "./Ops.ts"
 import { mixSeed, Rng } from "./Rng.ts"
 import type { HostTensor } from "./Safetensors.ts"
@@ -75,7 +76,7 @@ export interface TokenBatch {
   readonly segments?: Int32Array
 }
 
-/** Keys and values of earlier positions, per layer [batch, kvHeads, past, head]. */
+/** Keys and values of earlier positions, per layer [batch, past, kvHeads, head]. */
 export interface KvCache {
   keys: T[]
   values: T[]
@@ -115,6 +116,8 @@ export interface ModelOptions {
   readonly loraWeights?: ReadonlyMap<string, LoraPair>
   /** Seed of the LoRA A initialisation. */
   readonly seed?: number
+  /** Attention in JavaScript loops ("js", the CPU backends' default) or tensor ops ("tf"). */
+  readonly attention?: "js" | "tf"
 }
 
 export class LlamaModel {
@@ -125,6 +128,8 @@ export class LlamaModel {
   private readonly finalNorm: T
   private readonly lmHead: Linear | undefined
   private readonly layers: Layer[] = []
+  private readonly swap: T
+  readonly attention: "js" | "tf"
   /** Trainable variables by name (HF names for full, PEFT-style names for LoRA), in a fixed order. */
   readonly variables = new Map<string, tf.Variable>()
 
@@ -132,6 +137,8 @@ export class LlamaModel {
     this.config = config
     this.mode = options.mode
     this.lora = options.lora
+    this.attention = options.attention ?? (["wasm", "cpu"].includes(tf.getBackend()) ? "js" : "tf")
+    this.swap = halfSwap(headDim(config))
     const full = options.mode === "full"
     const get = (name: string): HostTensor => {
       const t = weights.get(name)
@@ -222,47 +229,33 @@ export class LlamaModel {
     const c = this.config
     const { batch: B, seq: S } = batch
     const hd = headDim(c)
-    const G = c.nHeads / c.nKvHeads
     const past = options.cache?.length ?? 0
-    const { cos, sin, mask } = this.attentionInputs(batch, past)
+    const { cos, sin } = this.ropeTables(batch, past)
+    const mask: AttentionMask = { past, ...(batch.segments ? { segments: batch.segments } : {}) }
+    const attention = this.attention === "js" ? attentionJs : attentionTf
     const ids = tf.tensor(batch.ids, [B * S], "int32")
     let x = this.mode === "full" ? embedding(this.embed, ids) : tf.gather(this.embed, ids)
     for (let i = 0; i < this.layers.length; i++) {
       const L = this.layers[i] as Layer
       const h = rmsnorm(x, L.attnNorm, c.normEps)
-      // q: [B·S, H·hd] → [B, S, H, hd] → RoPE → [B, H, S, hd] → [B, KV, G·S, hd]
-      const q = tf.reshape(
-        tf.transpose(
-          rope(tf.reshape(this.linear(h, L.q, i, options), [B, S, c.nHeads, hd]), cos, sin),
-          [0, 2, 1, 3],
-        ),
-        [B, c.nKvHeads, G * S, hd],
-      )
-      let k = tf.transpose(
-        rope(tf.reshape(this.linear(h, L.k, i, options), [B, S, c.nKvHeads, hd]), cos, sin),
-        [0, 2, 1, 3],
-      )
-      let v = tf.transpose(tf.reshape(this.linear(h, L.v, i, options), [B, S, c.nKvHeads, hd]), [0, 2, 1, 3])
+      // [B·S, heads·hd] → [B, S, heads, hd], rotated
+      const q = rope(tf.reshape(this.linear(h, L.q, i, options), [B, S, c.nHeads, hd]), cos, sin, this.swap)
+      let k = rope(tf.reshape(this.linear(h, L.k, i, options), [B, S, c.nKvHeads, hd]), cos, sin, this.swap)
+      let v = tf.reshape(this.linear(h, L.v, i, options), [B, S, c.nKvHeads, hd])
       if (options.cache !== undefined) {
         const ck = options.cache.keys[i]
         const cv = options.cache.values[i]
         if (ck !== undefined && cv !== undefined) {
-          k = tf.concat([ck, k], 2)
-          v = tf.concat([cv, v], 2)
+          k = tf.concat([ck, k], 1)
+          v = tf.concat([cv, v], 1)
         }
         options.cache.keys[i] = tf.keep(k)
         options.cache.values[i] = tf.keep(v)
         ck?.dispose()
         cv?.dispose()
       }
-      // scores [B, KV, G·S, past+S]: each group of G query heads shares one key/value head.
-      const scores = tf.add(tf.mul(matmul(q, transposeLast(k)), 1 / Math.sqrt(hd)), mask)
-      const att = matmul(tf.softmax(scores), v) // [B, KV, G·S, hd]
-      const merged = tf.reshape(tf.transpose(tf.reshape(att, [B, c.nHeads, S, hd]), [0, 2, 1, 3]), [
-        B * S,
-        c.dim,
-      ])
-      x = tf.add(x, this.linear(merged, L.o, i, options))
+      const att = tf.reshape(attention(q, k, v, mask), [B * S, c.dim])
+      x = tf.add(x, this.linear(att, L.o, i, options))
       const f = rmsnorm(x, L.ffnNorm, c.normEps)
       const g = swiglu(this.linear(f, L.gate, i, options), this.linear(f, L.up, i, options))
       x = tf.add(x, this.linear(g, L.down, i, options))
@@ -303,13 +296,12 @@ export class LlamaModel {
     )
   }
 
-  /** RoPE tables [B|1, S, 1, hd] and the additive attention mask [B|1, 1, G·S, past+S]. */
-  private attentionInputs(batch: TokenBatch, past: number): { cos: T; sin: T; mask: T } {
+  /** RoPE tables [B|1, S, 1, hd]: cos, and sin with the sign of rotate_half folded in. */
+  private ropeTables(batch: TokenBatch, past: number): { cos: T; sin: T } {
     const c = this.config
     const { batch: B, seq: S } = batch
     const hd = headDim(c)
     const half = hd / 2
-    const G = c.nHeads / c.nKvHeads
     const rows = batch.positions === undefined ? 1 : B
     const invFreq = Float64Array.from({ length: half }, (_, i) => 1 / c.ropeTheta ** ((2 * i) / hd))
     const cos = new Float32Array(rows * S * hd)
@@ -317,35 +309,15 @@ export class LlamaModel {
     for (let b = 0; b < rows; b++)
       for (let s = 0; s < S; s++) {
         const pos = batch.positions === undefined ? past + s : (batch.positions[b * S + s] as number)
+        const at = (b * S + s) * hd
         for (let i = 0; i < half; i++) {
           const a = pos * (invFreq[i] as number)
-          const at = (b * S + s) * hd
           cos[at + i] = cos[at + i + half] = Math.cos(a)
           sin[at + i] = -Math.sin(a)
           sin[at + i + half] = Math.sin(a)
         }
       }
-    const K = past + S
-    const mrows = batch.segments === undefined ? 1 : B
-    const mask = new Float32Array(mrows * G * S * K)
-    for (let b = 0; b < mrows; b++)
-      for (let g = 0; g < G; g++)
-        for (let s = 0; s < S; s++) {
-          const row = ((b * G + g) * S + s) * K
-          for (let k = 0; k < K; k++) {
-            const visible =
-              k <= past + s &&
-              (batch.segments === undefined ||
-                k < past ||
-                batch.segments[b * S + (k - past)] === batch.segments[b * S + s])
-            if (!visible) mask[row + k] = -1e9
-          }
-        }
-    return {
-      cos: tf.tensor(cos, [rows, S, 1, hd]),
-      sin: tf.tensor(sin, [rows, S, 1, hd]),
-      mask: tf.tensor(mask, [mrows, 1, G * S, K]),
-    }
+    return { cos: tf.tensor(cos, [rows, S, 1, hd]), sin: tf.tensor(sin, [rows, S, 1, hd]) }
   }
 
   /** Float32 bytes the base weights would take, and the bytes they take as held. */
@@ -419,6 +391,7 @@ export class LlamaModel {
     }
     drop(this.embed)
     drop(this.finalNorm)
+    drop(this.swap)
     for (const L of this.layers) {
       drop(L.attnNorm)
       drop(L.ffnNorm)

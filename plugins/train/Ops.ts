@@ -29,15 +29,22 @@ export const transposeLast = (x: T): T => {
   return tf.transpose(x, perm)
 }
 
+/**
+ * dL/db for y = a @ b: a^T @ dy. When a is the large operand (activations
+ * [N, in] against a LoRA gradient [N, r]) it is cheaper to transpose the two
+ * small ones: (dy^T @ a)^T.
+ */
+const gradRight = (a: T, dy: T): T =>
+  a.rank === 2 && a.size > dy.size + (a.shape[1] as number) * (dy.shape[1] as number)
+    ? tf.transpose(tf.matMul(tf.transpose(dy), a))
+    : tf.matMul(transposeLast(a), dy)
+
 /** a [..., m, k] @ b [..., k, n], both trainable. */
 export const matmul = custom2((a, b, save) => {
   save([a, b])
   return {
     value: tf.matMul(a, b),
-    gradFunc: (dy, [sa, sb]) => [
-      tf.matMul(dy, transposeLast(sb as T)),
-      tf.matMul(transposeLast(sa as T), dy),
-    ],
+    gradFunc: (dy, [sa, sb]) => [tf.matMul(dy, transposeLast(sb as T)), gradRight(sa as T, dy)],
   }
 })
 
@@ -78,23 +85,31 @@ export const rmsnorm = (x: T, w: T, eps: number): T =>
     }
   })(x, w)
 
-/** Swaps the two halves of the last axis (the Hugging Face rotate_half, less its sign). */
-const swapHalves = (x: T): T => {
-  const [a, b] = tf.split(x, 2, -1) as [T, T]
-  return tf.concat([b, a], -1)
+/**
+ * The permutation matrix [hd, hd] that swaps the two halves of a row:
+ * x @ P is Hugging Face's rotate_half(x) without its sign. As a product it
+ * costs one plain matrix multiply instead of a split and a concat.
+ */
+export const halfSwap = (hd: number): T => {
+  const p = new Float32Array(hd * hd)
+  for (let i = 0; i < hd; i++) p[((i + hd / 2) % hd) * hd + i] = 1
+  return tf.tensor(p, [hd, hd])
 }
 
 /**
- * Rotary embedding, half-split convention: y = x cos + swap(x) sinSigned,
- * where sinSigned = [-sin, sin] over the two halves. swap is its own inverse,
- * so the gradient is g cos + swap(g sinSigned).
+ * Rotary embedding, half-split convention, on x [..., hd]:
+ * y = x cos + (x P) sinSigned, where sinSigned = [-sin, sin] over the two
+ * halves and P = halfSwap(hd). P is symmetric and its own inverse, so the
+ * gradient is g cos + (g sinSigned) P.
  */
-export const rope = (x: T, cos: T, sinSigned: T): T =>
+export const rope = (x: T, cos: T, sinSigned: T, swap: T): T =>
   custom1((x, save) => {
-    save([cos, sinSigned])
+    save([cos, sinSigned, swap])
+    const hd = x.shape[x.rank - 1] as number
+    const swapped = (t: T, p: T) => tf.reshape(tf.matMul(tf.reshape(t, [-1, hd]), p), t.shape)
     return {
-      value: tf.add(tf.mul(x, cos), tf.mul(swapHalves(x), sinSigned)),
-      gradFunc: (dy, [c, s]) => tf.add(tf.mul(dy, c as T), swapHalves(tf.mul(dy, s as T))),
+      value: tf.add(tf.mul(x, cos), tf.mul(swapped(x, swap), sinSigned)),
+      gradFunc: (dy, [c, s, p]) => tf.add(tf.mul(dy, c as T), swapped(tf.mul(dy, s as T), p as T)),
     }
   })(x)
 

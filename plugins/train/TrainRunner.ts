@@ -3,8 +3,8 @@
  * and can stop it: an aborted signal terminates the worker at once, and the
  * next run resumes from the last checkpoint.
  *
- * The worker needs plain JavaScript. A build may ship `TrainWorker.js` next
- * to this module; otherwise the TypeScript entry is bundled with esbuild
+ * The worker needs plain JavaScript. The build ships `TrainWorker.js` beside
+ * this module's chunk; otherwise the TypeScript entry is bundled with esbuild
  * (dependencies left external) into node_modules/.cache/tunegraph, named by
  * the bundle's hash, so it is built once per code version.
  */
@@ -47,7 +47,8 @@ let script: Promise<string> | undefined
 /** Path of the worker's JavaScript entry, building it when needed. */
 export const workerScript = (): Promise<string> => {
   script ??= (async () => {
-    for (const built of ["TrainWorker.js", "TrainWorker.mjs", "train-worker.js"]) {
+    // scripts/build.mjs emits worker entries as dist/chunks/<name>.js.
+    for (const built of ["TrainWorker.js", "chunks/TrainWorker.js", "TrainWorker.mjs"]) {
       const file = path.join(here, built)
       if (fs.existsSync(file)) return file
     }

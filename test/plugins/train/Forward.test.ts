@@ -16,12 +16,19 @@ const tok = path.join(data, "tok512.bin")
 describe.skipIf(!fs.existsSync(bin))("Llama forward pass on stories260K", () => {
   const scalar = fs.existsSync(bin) ? readScalarModel(bin) : undefined
 
-  for (const backend of ["wasm", "cpu"]) {
-    test(`logits match the scalar llama2.c reference within 1e-4 (${backend})`, async () => {
+  for (const [backend, attention] of [
+    ["wasm", "js"],
+    ["cpu", "js"],
+    ["cpu", "tf"],
+  ] as const) {
+    test(`logits match the scalar llama2.c reference within 1e-4 (${backend}, ${attention} attention)`, async () => {
       await initBackend(backend)
       const ids = [1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 13, 438, 310]
       const runner = new ScalarRunner(scalar as NonNullable<typeof scalar>)
-      const model = new LlamaModel(loadModel(bin).config, loadModel(bin).weights, { mode: "frozen" })
+      const model = new LlamaModel(loadModel(bin).config, loadModel(bin).weights, {
+        mode: "frozen",
+        attention,
+      })
       const logits = sequenceLogits(model, ids)
       model.dispose()
       let worst = 0

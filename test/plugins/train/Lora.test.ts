@@ -150,6 +150,37 @@ describe("LoRA", () => {
     m.dispose()
   })
 
+  test("JavaScript and tensor-op attention agree on outputs and gradients, packed sequences included", () => {
+    const packed: TokenBatch = {
+      ...batch,
+      segments: Int32Array.from({ length: B * S }, (_, i) => (i % S < 2 ? 0 : 1)),
+      positions: Int32Array.from({ length: B * S }, (_, i) => (i % S < 2 ? i % S : (i % S) - 2)),
+    }
+    const run = (attention: "js" | "tf") => {
+      const m = new LlamaModel(config, weights, { mode: "full", attention })
+      const names = [...m.variables.keys()]
+      const { value, grads } = tf.variableGrads(
+        () => m.lossSum(packed, targets) as tf.Scalar,
+        [...m.variables.values()],
+      )
+      const out = {
+        loss: value.dataSync()[0] as number,
+        grads: names.map((n) => grads[(m.variables.get(n) as tf.Variable).name]?.dataSync() as Float32Array),
+      }
+      tf.dispose([value, ...Object.values(grads)])
+      m.dispose()
+      return out
+    }
+    const js = run("js")
+    const ops = run("tf")
+    expect(Math.abs(js.loss - ops.loss)).toBeLessThan(1e-4)
+    js.grads.forEach((g, i) => {
+      const h = ops.grads[i] as Float32Array
+      for (let j = 0; j < g.length; j++)
+        expect(Math.abs((g[j] as number) - (h[j] as number))).toBeLessThan(1e-4)
+    })
+  })
+
   test("a merged adapter gives the logits of the unmerged one, and PEFT files round-trip", () => {
     const pairs = randomPairs(12)
     const unmerged = new LlamaModel(config, weights, { mode: "lora", lora: spec, loraWeights: pairs })
