@@ -8,6 +8,7 @@
  * its bytes; other text is normalised as a string first.
  */
 import type { CanonicalRecord } from "../ingest/Records.ts"
+import { type SimdMinHash, simdMinHash } from "./Simd.ts"
 import { Field, recordFields, TextFields, type TextScope } from "./TextFields.ts"
 
 const fmix = (h: number): number => {
@@ -20,6 +21,14 @@ const fmix = (h: number): number => {
 
 // non-ASCII characters that are not letters, digits or marks (the byte loop splits ASCII itself)
 // biome-ignore lint/suspicious/noControlCharactersInRegex: the range excludes all of ASCII
+const P = 0x01000193
+
+/** Per byte: 0 for a separator, else the byte lower-cased (bytes of non-ASCII characters are word bytes). */
+const WORD_BYTE = new Uint8Array(256)
+for (let c = 0; c < 256; c++)
+  WORD_BYTE[c] =
+    c >= 128 || (c >= 97 && c <= 122) || (c >= 48 && c <= 57) ? c : c >= 65 && c <= 90 ? c + 32 : 0
+
 const NOT_WORD = /[^\p{L}\p{N}\p{M}\x00-\x7f]+/gu
 
 /** Text as the tokeniser sees it: NFKC, lower case, non-ASCII non-word characters as spaces. */
@@ -45,6 +54,8 @@ export interface MinHashOptions {
   readonly ngram: number
   readonly seed: number
   readonly scope: TextScope
+  /** Use the WebAssembly SIMD kernel where available (default); false: JavaScript only. */
+  readonly simd?: boolean
 }
 
 export class MinHasher {
@@ -53,8 +64,13 @@ export class MinHasher {
   /** The shingles of the last text, in text order, repeats included (count of them in `count`). */
   shingles = new Uint32Array(1024)
   count = 0
+  private readonly simd: SimdMinHash | undefined
   private readonly window: Uint32Array
   private words = 0
+  private rolling = 0
+  private ringAt = 0
+  /** P^(n-1) mod 2^32, to take the oldest word out of the rolling hash. */
+  private readonly topPower: number
   private readonly fields: TextFields
   private readonly sink = (f: Field, buf: Buffer, s: number, e: number, ascii: boolean) => {
     if (f === Field.Role) return
@@ -75,7 +91,11 @@ export class MinHasher {
       this.a[i] = next() | 1
       this.b[i] = next()
     }
+    this.simd = options.simd === false ? undefined : simdMinHash(this.a, this.b)
     this.window = new Uint32Array(options.ngram)
+    let power = 1
+    for (let i = 1; i < options.ngram; i++) power = Math.imul(power, P)
+    this.topPower = power
     this.fields = new TextFields(options.scope)
   }
 
@@ -103,6 +123,7 @@ export class MinHasher {
 
   /** The signature of the current shingles into sig (length = permutations). */
   signature(sig: Uint32Array): void {
+    if (this.simd !== undefined) return this.simd.signature(this.shingles, this.count, sig)
     sig.fill(0xffffffff)
     const a = this.a
     const b = this.b
@@ -128,6 +149,8 @@ export class MinHasher {
   private begin(): void {
     this.count = 0
     this.words = 0
+    this.rolling = 0
+    this.ringAt = 0
   }
 
   private end(): number {
@@ -140,12 +163,10 @@ export class MinHasher {
   private tokens(data: Uint8Array, n: number): void {
     let h = 0x811c9dc5
     let inWord = false
-    for (let i = 0; i <= n; i++) {
-      let c = i < n ? data[i]! : 32
-      if (c >= 65 && c <= 90) c += 32
-      const word = c >= 128 || (c >= 97 && c <= 122) || (c >= 48 && c <= 57)
-      if (word) {
-        h = Math.imul(h ^ c, 0x01000193)
+    for (let i = 0; i < n; i++) {
+      const m = WORD_BYTE[data[i]!]!
+      if (m !== 0) {
+        h = Math.imul(h ^ m, 0x01000193)
         inWord = true
       } else if (inWord) {
         this.word(fmix(h))
@@ -153,22 +174,30 @@ export class MinHasher {
         inWord = false
       }
     }
+    // a field ends a word
+    if (inWord) this.word(fmix(h))
   }
 
-  private word(h: number): void {
+  /**
+   * Shingle hashes roll: H = sum of w_j * P^(n-1-j) over the last n words
+   * (mod 2^32), updated in O(1) per word, then mixed.
+   */
+  private word(w: number): void {
     const k = this.options.ngram
-    this.window[this.words % k] = h
+    const ring = this.window
+    let at = this.ringAt
+    if (this.words >= k) this.rolling = (this.rolling - Math.imul(ring[at]!, this.topPower)) | 0
+    this.rolling = (Math.imul(this.rolling, P) + w) | 0
+    ring[at] = w
+    at++
+    this.ringAt = at === k ? 0 : at
     this.words++
-    if (this.words >= k) this.push(this.shingleOf(k))
+    if (this.words >= k) this.push(fmix(this.rolling ^ k))
   }
 
-  /** Hash of the last m words in order. */
+  /** The shingle of a text shorter than n words: all its words. */
   private shingleOf(m: number): number {
-    const k = this.options.ngram
-    let h = 0x27d4eb2f
-    for (let j = this.words - m; j < this.words; j++)
-      h = Math.imul(h ^ this.window[j % k]!, 0x9e3779b1) + 0x165667b1
-    return fmix(h)
+    return fmix(this.rolling ^ m)
   }
 
   private push(x: number): void {

@@ -159,3 +159,27 @@ describe("MinHasher", () => {
     expect(Math.abs(agree / 256 - exact)).toBeLessThan(0.12)
   })
 })
+
+describe("MinHash SIMD kernel", () => {
+  it("gives the JavaScript loop's signatures", () => {
+    const simd = new MinHasher({ permutations: 128, ngram: 5, seed: 11, scope: "example" })
+    const js = new MinHasher({ permutations: 128, ngram: 5, seed: 11, scope: "example", simd: false })
+    const a = new Uint32Array(128)
+    const b = new Uint32Array(128)
+    for (let i = 0; i < 300; i++) {
+      const r = randomRecord()
+      simd.shingleRecord(r)
+      js.shingleRecord(r)
+      simd.signature(a)
+      js.signature(b)
+      expect([...a]).toEqual([...b])
+    }
+    // a long text, so that the kernel's memory grows
+    const long = { prompt: Array.from({ length: 40000 }, (_, i) => `w${i}`).join(" "), completion: "" }
+    simd.shingleRecord(long)
+    js.shingleRecord(long)
+    simd.signature(a)
+    js.signature(b)
+    expect([...a]).toEqual([...b])
+  })
+})
