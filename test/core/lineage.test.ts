@@ -5,6 +5,8 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { QueryConnection } from "../../cache/Query.ts"
+import { Store } from "../../cache/Store.ts"
+import { lineage as lineage_, resolveTarget } from "../../core/Lineage.ts"
 import { digestOf, objectFile, opsProject, readStore } from "../fixtures/ops/project.ts"
 import { cli, repoRoot, runJson, sha256sum } from "../support/cli.ts"
 
@@ -28,6 +30,16 @@ const lineage = (dir: string, ref: string, extra: string[] = []) => {
   const r = cli(dir, ["lineage", ref, "--json", ...extra])
   if (r.code !== 0) throw new Error(`lineage ${ref} failed (${r.code}): ${r.stderr}`)
   return JSON.parse(r.stdout) as LineageJson
+}
+
+/** The same question asked in-process: resolveTarget and lineage over the project's store. */
+const traced = (dir: string, ref: string) => {
+  const store = Store.open(path.join(dir, ".tunegraph"))
+  try {
+    return lineage_(store, resolveTarget(store, ref)) as unknown as LineageJson
+  } finally {
+    store.close()
+  }
 }
 
 beforeAll(() => {
@@ -66,9 +78,9 @@ describe("lineage", () => {
     expect(l.steps.find((s) => s.node === "clean")!.params).toEqual({ lower: true })
 
     // The same artifact by a bare prefix, by its path in the store, by its node, and through an export.
-    expect(lineage(dir, report.slice(0, 10)).target.digest).toBe(report)
-    expect(lineage(dir, objectFile(dir, report)).target.digest).toBe(report)
-    expect(lineage(dir, "eval").steps.map((s) => s.node)).toEqual(["records", "clean", "train", "eval"])
+    expect(traced(dir, report.slice(0, 10)).target.digest).toBe(report)
+    expect(traced(dir, objectFile(dir, report)).target.digest).toBe(report)
+    expect(traced(dir, "eval").steps.map((s) => s.node)).toEqual(["records", "clean", "train", "eval"])
     const exportDir = path.join(dir, "exported")
     fs.mkdirSync(exportDir)
     const weights = digestOf(r, "train", "weights")
@@ -79,12 +91,12 @@ describe("lineage", () => {
     const viaExport = lineage(dir, "exported")
     expect(viaExport.target).toMatchObject({ digest: weights, node: "train", via: "export" })
     expect(viaExport.steps.map((s) => s.node)).toEqual(["records", "clean", "train"])
-    expect(lineage(dir, path.join(exportDir, "tunegraph-export.json")).target.digest).toBe(weights)
+    expect(traced(dir, path.join(exportDir, "tunegraph-export.json")).target.digest).toBe(weights)
 
     // A later run that reuses the artifact still traces it to the run that computed it.
     const again = runJson(dir, ["pipeline.ts", "--set", "train.lr=0.2"]).json
     expect(again.steps.every((s) => s.status === "cached")).toBe(true)
-    expect(lineage(dir, report).steps.find((s) => s.node === "train")!.run).toBe(r.run)
+    expect(traced(dir, report).steps.find((s) => s.node === "train")!.run).toBe(r.run)
 
     const human = cli(dir, ["lineage", report.slice(0, 12)])
     expect(human.code).toBe(0)
@@ -134,8 +146,8 @@ describe("diff", () => {
         "train.weights",
       ].sort(),
     )
-    const la = lineage(dir, digestOf(a, "train", "weights")).steps.at(-1)!.metrics
-    const lb = lineage(dir, digestOf(b, "train", "weights")).steps.at(-1)!.metrics
+    const la = traced(dir, digestOf(a, "train", "weights")).steps.at(-1)!.metrics
+    const lb = traced(dir, digestOf(b, "train", "weights")).steps.at(-1)!.metrics
     const loss = d.metrics.find(
       (m: { node: string; name: string }) => m.node === "train" && m.name === "train_loss",
     )
