@@ -19,8 +19,6 @@ const fmix = (h: number): number => {
   return (h ^ (h >>> 16)) >>> 0
 }
 
-// non-ASCII characters that are not letters, digits or marks (the byte loop splits ASCII itself)
-// biome-ignore lint/suspicious/noControlCharactersInRegex: the range excludes all of ASCII
 const P = 0x01000193
 
 /** Per byte: 0 for a separator, else the byte lower-cased (bytes of non-ASCII characters are word bytes). */
@@ -29,6 +27,8 @@ for (let c = 0; c < 256; c++)
   WORD_BYTE[c] =
     c >= 128 || (c >= 97 && c <= 122) || (c >= 48 && c <= 57) ? c : c >= 65 && c <= 90 ? c + 32 : 0
 
+// non-ASCII characters that are not letters, digits or marks (the byte loop splits ASCII itself)
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the range excludes all of ASCII
 const NOT_WORD = /[^\p{L}\p{N}\p{M}\x00-\x7f]+/gu
 
 /** Text as the tokeniser sees it: NFKC, lower case, non-ASCII non-word characters as spaces. */
@@ -123,7 +123,10 @@ export class MinHasher {
 
   /** The signature of the current shingles into sig (length = permutations). */
   signature(sig: Uint32Array): void {
-    if (this.simd !== undefined) return this.simd.signature(this.shingles, this.count, sig)
+    if (this.simd !== undefined) {
+      this.simd.signature(this.shingles, this.count, sig)
+      return
+    }
     sig.fill(0xffffffff)
     const a = this.a
     const b = this.b
