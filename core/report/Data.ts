@@ -13,7 +13,9 @@
  *     "samples": [ { "prompt": "...", "reference": "...", "base": "...", "tuned": "..." }, ... ] }
  *
  * `scores` may also be `{ "<metric>": number }` (one model) or
- * `{ "base": { "<metric>": n }, "tuned": { "<metric>": n } }`.
+ * `{ "base": { "<metric>": n }, "tuned": { "<metric>": n } }` (what the eval
+ * step writes). A directory artifact is read through its report.json (else
+ * its first .json file). Sample fields that are not strings are left out.
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -137,7 +139,8 @@ const readEvaluation = (
   if (art === undefined) return undefined
   let file = store.objectPath(digest)
   if (art.isDir) {
-    const json = store.artifactFiles(digest).find((f) => f.path.endsWith(".json"))
+    const files = store.artifactFiles(digest)
+    const json = files.find((f) => f.path === "report.json") ?? files.find((f) => f.path.endsWith(".json"))
     if (json === undefined) return undefined
     file = json.abs
   }
@@ -156,11 +159,7 @@ const readEvaluation = (
     .filter((s): s is Record<string, unknown> => typeof s === "object" && s !== null)
     .slice(0, MAX_SAMPLES)
     .map((s) =>
-      Object.fromEntries(
-        Object.entries(s)
-          .filter(([, v]) => v !== null && v !== undefined)
-          .map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]),
-      ),
+      Object.fromEntries(Object.entries(s).filter((e): e is [string, string] => typeof e[1] === "string")),
     )
   return { node, output, digest, scores: normalizeScores(scores as Record<string, unknown>), samples }
 }

@@ -139,7 +139,7 @@ const evaluation = (e: Evaluation): string => {
           )
           .join("") +
         "</div>"
-  return `<div class="eval" data-node="${h(e.node)}"><h3>${h(e.node)} <span class="muted">${h(e.output)} ${h(short(e.digest))}</span></h3>${scores}${samples}</div>`
+  return `<div class="eval" data-node="${h(e.node)}" data-output="${h(e.output)}"><h3>${h(e.node)} <span class="muted">${h(e.output)} ${h(short(e.digest))}</span></h3>${scores}${samples}</div>`
 }
 
 export const renderReport = (d: ReportData): string => {

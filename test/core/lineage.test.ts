@@ -199,9 +199,16 @@ describe("query", () => {
     expect(table.stdout).toContain(r.run)
     expect(table.stdout).toContain("(1 row)")
     const arts = JSON.parse(
-      cli(dir, ["query", "SELECT kind, node, pinned FROM artifacts WHERE node = 'eval'", "--json"]).stdout,
+      cli(dir, [
+        "query",
+        "SELECT output, kind, is_dir, pinned FROM artifacts WHERE node = 'eval' ORDER BY output",
+        "--json",
+      ]).stdout,
     )
-    expect(arts).toEqual([{ kind: "Report", node: "eval", pinned: 0 }])
+    expect(arts).toEqual([
+      { output: "details", kind: "Report", is_dir: 1, pinned: 0 },
+      { output: "report", kind: "Report", is_dir: 0, pinned: 0 },
+    ])
     expect(cli(dir, ["query", "--views"]).stdout).toContain("lineage_edges")
   })
 

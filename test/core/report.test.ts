@@ -133,11 +133,31 @@ describe("report", () => {
         expect(await rows.first().locator("td").first().textContent()).toBe("sweep/lr=0.01")
 
         // The evaluation: scores tuned against base, and the samples, escaped.
-        const scores = await page.locator(".eval table.scores tbody tr").allTextContents()
+        const evalOf = (output: string) => page.locator(`.eval[data-node="eval"][data-output="${output}"]`)
+        const scores = await evalOf("report").locator("table.scores tbody tr").allTextContents()
         expect(scores).toHaveLength(2)
         expect(scores[0]).toContain("exact_match")
-        expect(await page.locator(".eval .sample").count()).toBe(2)
-        expect(await page.locator(".eval .sample .f-base pre").first().textContent()).toBe("I don't know <b>")
+        expect(await evalOf("report").locator(".sample").count()).toBe(2)
+        expect(await evalOf("report").locator(".sample .f-base pre").first().textContent()).toBe(
+          "I don't know <b>",
+        )
+        // The eval step's layout: a directory, scores as {tuned, base} maps, a score missing on one side.
+        const details = evalOf("details").locator("table.scores tbody tr")
+        expect(await details.count()).toBe(2)
+        expect(await details.first().locator("td").allTextContents()).toEqual([
+          "loss",
+          "2.5",
+          "1.5",
+          "-1",
+          "",
+        ])
+        expect(await details.nth(1).locator("td").allTextContents()).toEqual(["exact", "", "0.5", "", ""])
+        expect(await evalOf("details").locator(".sample .field .k").allTextContents()).toEqual([
+          "prompt",
+          "reference",
+          "base",
+          "tuned",
+        ])
 
         // Clicking a step shows its parameters.
         await page.click('.dag .node[data-node="train"]')
