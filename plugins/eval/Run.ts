@@ -89,10 +89,7 @@ const evaluateAll = async (ctx: Context): Promise<EvalReport> => {
   try {
     scorers = makeScorers(p.regex, p.scorers)
   } catch (e) {
-    return fail(
-      (e as Error).message,
-      e instanceof ScorerError && /regex/.test((e as Error).message) ? "regex" : "scorers",
-    )
+    return fail((e as Error).message, e instanceof ScorerError ? e.field : "scorers")
   }
   const baseHost = loadModel(ctx.inputs.base.path)
   const tuned = tunedModel(ctx, baseHost)
@@ -107,6 +104,20 @@ const evaluateAll = async (ctx: Context): Promise<EvalReport> => {
     )
 
   const tok = await loadTokenizer(ctx.inputs.tokenizer.path)
+  // How prompts are rendered, settled before any model work.
+  const template = promptTemplate(ctx, data.meta.format)
+  const renderer = await makeRenderer(template, {
+    chatTemplate: tok.chatTemplate,
+    bosToken: tok.bosToken,
+    eosToken: tok.eosToken,
+  }).catch((e: unknown) => fail(e instanceof TemplateError ? e.message : String(e), "template"))
+  const addBos =
+    p.addBos !== "auto"
+      ? p.addBos
+      : data.meta.bosId !== undefined
+        ? data.meta.bosId !== null
+        : tok.addsBos && template !== "chat_template"
+  if (addBos && tok.bosId === undefined) fail(`addBos is set but ${tok.file} has no BOS token`, "addBos")
   const models = {
     base: new LlamaModel(baseHost.config, baseHost.weights, { mode: "frozen" }),
     tuned: new LlamaModel(tuned.host.config, tuned.host.weights, { mode: "frozen" }),
@@ -119,19 +130,6 @@ const evaluateAll = async (ctx: Context): Promise<EvalReport> => {
     }
 
     // Answers to the test prompts.
-    const template = promptTemplate(ctx, data.meta.format)
-    const renderer = await makeRenderer(template, {
-      chatTemplate: tok.chatTemplate,
-      bosToken: tok.bosToken,
-      eosToken: tok.eosToken,
-    }).catch((e: unknown) => fail(e instanceof TemplateError ? e.message : String(e), "template"))
-    const addBos =
-      p.addBos !== "auto"
-        ? p.addBos
-        : data.meta.bosId !== undefined
-          ? data.meta.bosId !== null
-          : tok.addsBos && template !== "chat_template"
-    if (addBos && tok.bosId === undefined) fail(`addBos is set but ${tok.file} has no BOS token`, "addBos")
     const records = ctx.inputs.prompts
     const set =
       records === undefined || p.maxExamples === 0

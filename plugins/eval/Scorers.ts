@@ -26,6 +26,13 @@ export interface Scorer {
 
 export class ScorerError extends Error {
   override readonly name = "ScorerError"
+  constructor(
+    message: string,
+    /** The parameter at fault. */
+    readonly field: "regex" | "scorers" = "scorers",
+  ) {
+    super(message)
+  }
 }
 
 export const BUILT_IN = ["exact_match", "contains", "regex"] as const
@@ -49,7 +56,7 @@ export const toRegex = (pattern: string | RegExp): RegExp => {
       ? new RegExp(pattern)
       : new RegExp(pattern.source, pattern.flags.replace(/[gy]/g, ""))
   } catch (e) {
-    throw new ScorerError(`regex ${String(pattern)} does not compile: ${(e as Error).message}`)
+    throw new ScorerError(`regex ${String(pattern)} does not compile: ${(e as Error).message}`, "regex")
   }
 }
 
