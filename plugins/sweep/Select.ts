@@ -12,6 +12,9 @@ interface Params {
   readonly values: ReadonlyArray<Readonly<Record<string, string | number | boolean>>>
 }
 
+/** Metric names as the trainers log them, and as training.json records them. */
+const ALIASES: Record<string, string> = { val_loss: "bestValLoss", train_loss: "finalTrainLoss" }
+
 /** A trial's metric: `training.json` in a directory artifact, at the top level or under `metrics`/`final`. */
 export const readMetric = (trial: Artifact, metric: string, label: string): number => {
   const file = trial.isDir ? path.join(trial.path, "training.json") : undefined
@@ -21,7 +24,9 @@ export const readMetric = (trial: Artifact, metric: string, label: string): numb
     })
   const json = JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, unknown>
   const nested = (k: string) => (json[k] as Record<string, unknown> | undefined)?.[metric]
-  const v = json[metric] ?? nested("metrics") ?? nested("final")
+  const alias = ALIASES[metric]
+  const v =
+    json[metric] ?? (alias === undefined ? undefined : json[alias]) ?? nested("metrics") ?? nested("final")
   if (typeof v !== "number" || !Number.isFinite(v))
     throw new StepError({
       message: `trial ${label}: training.json has no finite "${metric}" (keys: ${Object.keys(json).join(", ")})`,
