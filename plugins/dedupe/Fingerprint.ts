@@ -81,22 +81,17 @@ export class Fingerprinter {
   }
 
   /**
-   * field() for ASCII text still in its JSON form, without a loop over every
-   * byte: raw runs hold no control characters (JSON escapes them), so their
-   * only whitespace is single spaces, copied as they are; double spaces and
-   * escapes are handled where they occur.
+   * field() for ASCII text still in its JSON form: raw runs hold no control
+   * characters (JSON escapes them), so their only whitespace is spaces, and
+   * the only work per byte is a copy and a test for a space.
    */
   private asciiField(f: Field, buf: Buffer, s: number, e: number): void {
     this.reserve(e - s + 3)
-    // buf is a view of one line (TextFields.scan): the next backslash and double space in it are searched once each
+    // buf is a view of one line (TextFields.scan): the next backslash in it is searched once
     if (buf !== this.viewed) {
       this.viewed = buf
-      // string search is much faster than Buffer search for a two-byte needle
-      this.text = buf.toString("latin1")
       this.backslash = -2
-      this.doubleSpace = -2
     }
-    const text = this.text
     const out = this.norm
     let o = this.n
     out[o++] = 0x1e
@@ -104,23 +99,16 @@ export class Fingerprinter {
     const first = o
     let p = s
     while (p < e) {
-      if (this.backslash !== -1 && this.backslash < p) this.backslash = text.indexOf("\\", p)
+      if (this.backslash !== -1 && this.backslash < p) this.backslash = buf.indexOf(92, p)
       const b = this.backslash < 0 || this.backslash > e ? e : this.backslash
-      if (b > p) {
-        // leading spaces are dropped, and spaces after a space (escaped whitespace) too
-        let a = p
-        if (o === first || out[o - 1] === 32) while (a < b && buf[a] === 32) a++
-        if (this.doubleSpace !== -1 && this.doubleSpace < a) this.doubleSpace = text.indexOf("  ", a)
-        if (this.doubleSpace >= 0 && this.doubleSpace + 1 < b) {
-          for (let i = a; i < b; i++) {
-            const c = buf[i]!
-            if (c !== 32 || (o > first && out[o - 1] !== 32)) out[o++] = c
-          }
-        } else if (b - a < 128) for (let i = a; i < b; i++) out[o++] = buf[i]!
-        else {
-          out.set(buf.subarray(a, b), o)
-          o += b - a
-        }
+      // a space is dropped at the start and after a space (including escaped whitespace):
+      // every byte is written, the position advances unless it repeats a space (no branch to mispredict)
+      let prev = o === first ? 32 : out[o - 1]!
+      for (let i = p; i < b; i++) {
+        const c = buf[i]!
+        out[o] = c
+        o += ((c ^ 32) | (prev ^ 32)) === 0 ? 0 : 1
+        prev = c
       }
       if (b >= e) break
       const x = buf[b + 1]!
@@ -159,9 +147,7 @@ export class Fingerprinter {
   }
 
   private viewed: Buffer | undefined
-  private text = ""
   private backslash = -2
-  private doubleSpace = -2
 
   private reserve(extra: number): void {
     if (this.norm.length >= this.n + extra) return
