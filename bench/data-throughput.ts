@@ -137,7 +137,7 @@ const runStage = async (stage: Stage, dir: string): Promise<Record<string, numbe
     on: "example" as const,
     caseFold: false,
   }
-  const s = dedupeFile(records, path.join(dir, `${stage}.jsonl`), {
+  const s = await dedupeFile(records, path.join(dir, `${stage}.jsonl`), {
     ...options,
     ngram: 5,
     permutations: 128,

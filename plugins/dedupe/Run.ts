@@ -8,7 +8,7 @@
 import * as fs from "node:fs"
 import { Effect } from "effect"
 import { type Failure, StepError } from "../../core/Plugin.ts"
-import { type CanonicalRecord, forEachLineBytes, kindOf, type RecordKind } from "../ingest/Records.ts"
+import { type CanonicalRecord, forEachLineBytesAsync, kindOf, type RecordKind } from "../ingest/Records.ts"
 import { RecordWriter } from "../ingest/RecordWriter.ts"
 import { Fingerprinter } from "./Fingerprint.ts"
 import type { DedupeContext, DedupeParams } from "./index.ts"
@@ -106,13 +106,13 @@ export const checkOptions = (o: DedupeOptions): string | undefined => {
   return undefined
 }
 
-export const dedupeFile = (
+export const dedupeFile = async (
   input: string,
   output: string,
   o: DedupeOptions,
   signal: AbortSignal = new AbortController().signal,
   progress: (done: number, total: number) => void = () => {},
-): DedupeSummary => {
+): Promise<DedupeSummary> => {
   const total = fs.statSync(input).size
   const writer = new RecordWriter(output)
   const fingerprinter = new Fingerprinter(o.on, o.caseFold)
@@ -155,69 +155,70 @@ export const dedupeFile = (
   }
 
   try {
-    forEachLineBytes(input, (buf, s, e, index, offset) => {
-      if (e === s) return
-      count++
-      if ((index & 4095) === 0) {
-        signal.throwIfAborted()
-        progress(offset, total)
-      }
-      if (recordKind === undefined) recordKind = kindOf(JSON.parse(buf.toString("utf8", s, e)))
-      const ordinal = writer.count
-      if (o.exact) {
-        fingerprinter.line(buf, s, e, fp, 0)
-        const prev = seen.addOrGet(fp, 0, ordinal)
-        if (prev >= 0) {
-          exact++
-          note(prev, { index, kind: "exact" }, () => buf.toString("utf8", s, e))
-          return
+    await forEachLineBytesAsync(
+      input,
+      (buf, s, e, index, offset) => {
+        if (e === s) return
+        count++
+        if ((index & 4095) === 0) progress(offset, total)
+        if (recordKind === undefined) recordKind = kindOf(JSON.parse(buf.toString("utf8", s, e)))
+        const ordinal = writer.count
+        if (o.exact) {
+          fingerprinter.line(buf, s, e, fp, 0)
+          const prev = seen.addOrGet(fp, 0, ordinal)
+          if (prev >= 0) {
+            exact++
+            note(prev, { index, kind: "exact" }, () => buf.toString("utf8", s, e))
+            return
+          }
         }
-      }
-      let shingled = false
-      if (mh !== undefined && other !== undefined && mh.shingleLine(buf, s, e) > 0) {
-        shingled = true
-        mh.signature(sig)
-        lsh.keysOf(sig, keys)
-        const sketches = kept.sketches!
-        let mine: Uint32Array | undefined
-        let dupOf = -1
-        let similarity = 0
-        const floor = Math.max(0, o.threshold - 0.25) * SKETCH
-        lsh.candidates(keys, (j) => {
-          // a cheap estimate from the sketch first; the exact Jaccard of shingle sets decides
-          let agree = 0
-          for (let k = 0, at = j * SKETCH; k < SKETCH; k++) if (sketches[at + k] === sig[k]) agree++
-          if (agree < floor) return false
-          verified++
-          mine ??= mh.sortedSet()
-          const line = keptLine(j)
-          other.shingleLine(line, 0, kept.lengths[j]!)
-          const sim = jaccard(mine, other.sortedSet())
-          if (sim < o.threshold) return false
-          dupOf = j
-          similarity = sim
-          return true
-        })
-        if (dupOf >= 0) {
-          near++
-          // later exact copies of this record belong to the same cluster
-          if (o.exact) seen.relabelLast(dupOf)
-          note(dupOf, { index, kind: "near", similarity: Math.round(similarity * 1000) / 1000 }, () =>
-            buf.toString("utf8", s, e),
-          )
-          return
+        let shingled = false
+        if (mh !== undefined && other !== undefined && mh.shingleLine(buf, s, e) > 0) {
+          shingled = true
+          mh.signature(sig)
+          lsh.keysOf(sig, keys)
+          const sketches = kept.sketches!
+          let mine: Uint32Array | undefined
+          let dupOf = -1
+          let similarity = 0
+          const floor = Math.max(0, o.threshold - 0.25) * SKETCH
+          lsh.candidates(keys, (j) => {
+            // a cheap estimate from the sketch first; the exact Jaccard of shingle sets decides
+            let agree = 0
+            for (let k = 0, at = j * SKETCH; k < SKETCH; k++) if (sketches[at + k] === sig[k]) agree++
+            if (agree < floor) return false
+            verified++
+            mine ??= mh.sortedSet()
+            const line = keptLine(j)
+            other.shingleLine(line, 0, kept.lengths[j]!)
+            const sim = jaccard(mine, other.sortedSet())
+            if (sim < o.threshold) return false
+            dupOf = j
+            similarity = sim
+            return true
+          })
+          if (dupOf >= 0) {
+            near++
+            // later exact copies of this record belong to the same cluster
+            if (o.exact) seen.relabelLast(dupOf)
+            note(dupOf, { index, kind: "near", similarity: Math.round(similarity * 1000) / 1000 }, () =>
+              buf.toString("utf8", s, e),
+            )
+            return
+          }
         }
-      }
-      kept.ensure(ordinal)
-      kept.offsets[ordinal] = offset
-      kept.lengths[ordinal] = e - s
-      kept.inputs[ordinal] = index
-      if (shingled) {
-        kept.sketches!.set(sig.subarray(0, SKETCH), ordinal * SKETCH)
-        lsh.add(ordinal, keys)
-      }
-      writer.lineBytes(buf, s, e)
-    })
+        kept.ensure(ordinal)
+        kept.offsets[ordinal] = offset
+        kept.lengths[ordinal] = e - s
+        kept.inputs[ordinal] = index
+        if (shingled) {
+          kept.sketches!.set(sig.subarray(0, SKETCH), ordinal * SKETCH)
+          lsh.add(ordinal, keys)
+        }
+        writer.lineBytes(buf, s, e)
+      },
+      signal,
+    )
     for (const [rep, c] of clusters) {
       const len = kept.lengths[rep]!
       const line = o.near ? keptLine(rep).toString("utf8", 0, len) : readAt(input, kept.offsets[rep]!, len)
@@ -253,13 +254,14 @@ const readAt = (file: string, offset: number, length: number): string => {
 export const run = (
   ctx: DedupeContext,
 ): Effect.Effect<{ records: { count: number; recordKind: RecordKind } }, Failure> =>
-  Effect.try({
-    try: () => {
+  Effect.tryPromise({
+    try: async (signal) => {
       const o = ctx.params
       const problem = checkOptions(o)
       if (problem !== undefined) throw new StepError({ message: `dedupe: ${problem}` })
       const input = ctx.inputs.records
-      const summary = dedupeFile(input.path, ctx.output("records"), o, ctx.signal, (d, t) =>
+      const both = AbortSignal.any([signal, ctx.signal])
+      const summary = await dedupeFile(input.path, ctx.output("records"), o, both, (d, t) =>
         ctx.progress(d, t),
       )
       const recordKind =

@@ -116,6 +116,51 @@ export const forEachLineBytes = (
   }
 }
 
+/**
+ * forEachLineBytes that yields to the event loop after every chunk (4 MiB),
+ * so that a long pass stays interruptible: `signal` is checked there.
+ */
+export const forEachLineBytesAsync = async (
+  file: string,
+  f: (buf: Buffer, start: number, end: number, index: number, offset: number) => void,
+  signal?: AbortSignal,
+): Promise<number> => {
+  const fh = await fs.promises.open(file, "r")
+  try {
+    let buf = Buffer.allocUnsafe(CHUNK)
+    let filled = 0
+    let base = 0
+    let index = 0
+    for (;;) {
+      signal?.throwIfAborted()
+      if (filled === buf.length) {
+        const bigger = Buffer.allocUnsafe(buf.length * 2)
+        buf.copy(bigger, 0, 0, filled)
+        buf = bigger
+      }
+      const { bytesRead: n } = await fh.read(buf, filled, buf.length - filled, null)
+      const eof = n === 0
+      filled += n
+      let start = 0
+      for (;;) {
+        const nl = buf.indexOf(10, start)
+        if (nl < 0 || nl >= filled) break
+        f(buf, start, nl, index++, base + start)
+        start = nl + 1
+      }
+      if (eof) {
+        if (start < filled) f(buf, start, filled, index++, base + start)
+        return index
+      }
+      buf.copy(buf, 0, start, filled)
+      filled -= start
+      base += start
+    }
+  } finally {
+    await fh.close()
+  }
+}
+
 /** Each line of a Records file as a string, in order. */
 export const forEachLine = (file: string, f: (line: string, index: number) => void): number =>
   forEachLineBytes(file, (buf, s, e, i) => f(buf.toString("utf8", s, e), i))

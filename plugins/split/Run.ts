@@ -25,7 +25,7 @@ import { type Failure, StepError } from "../../core/Plugin.ts"
 import { Fingerprinter } from "../dedupe/Fingerprint.ts"
 import { Seen } from "../dedupe/Seen.ts"
 import { recordFields } from "../dedupe/TextFields.ts"
-import { type CanonicalRecord, forEachLineBytes, kindOf, type RecordKind } from "../ingest/Records.ts"
+import { type CanonicalRecord, forEachLineBytesAsync, kindOf, type RecordKind } from "../ingest/Records.ts"
 import { RecordWriter } from "../ingest/RecordWriter.ts"
 import { checkRatios, type Ratios, SPLITS, type SplitName, splitOf, uniform } from "./Assign.ts"
 import type { SplitContext, SplitParams } from "./index.ts"
@@ -97,13 +97,13 @@ const preview = (r: CanonicalRecord): string => {
   return t.length > 200 ? `${t.slice(0, 200)}…` : t
 }
 
-export const splitFile = (
+export const splitFile = async (
   input: string,
   outputs: Record<SplitName, string>,
   o: SplitParams,
   signal: AbortSignal = new AbortController().signal,
   progress: (done: number, total: number) => void = () => {},
-): SplitSummary => {
+): Promise<SplitSummary> => {
   const ratios: Ratios = o.ratios
   const problem = checkRatios(ratios)
   if (problem !== undefined) throw new SplitError(`split: ${problem}`)
@@ -128,70 +128,71 @@ export const splitFile = (
   let records = 0
   let recordKind: RecordKind | undefined
   try {
-    forEachLineBytes(input, (buf, s, e, index, offset) => {
-      if (e === s) return
-      if ((index & 4095) === 0) {
-        signal.throwIfAborted()
-        progress(offset, total)
-      }
-      records++
-      let record: CanonicalRecord | undefined
-      const parse = () => {
-        record ??= JSON.parse(buf.toString("utf8", s, e)) as CanonicalRecord
-        return record
-      }
-      if (recordKind === undefined) recordKind = kindOf(parse())
-      let u: number
-      if (groupPath !== undefined) {
-        const g = get(parse(), groupPath)
-        if (g === undefined)
-          throw new SplitError(
-            `split: record ${index + 1} has no field "${o.groupBy}" to group by`,
-            index + 1,
-            o.groupBy,
-          )
-        keyOf(`g${canonicalJson(g)}`, key)
-        u = uniform(key, 0, o.seed)
-      } else {
-        content.line(buf, s, e, key, 0)
-        u = uniform(key, 0, o.seed)
-      }
-      const split = splitOf(u, ratios)
-      if (groups !== undefined && groups.addOrGet(key, 0, 1) < 0) groupsPerSplit[split]++
-      if (strataPath !== undefined) {
-        const v = get(parse(), strataPath)
-        if (v === undefined)
-          throw new SplitError(
-            `split: record ${index + 1} has no field "${o.stratifyBy}" to stratify by`,
-            index + 1,
-            o.stratifyBy,
-          )
-        const k = canonicalJson(v)
-        let st = strata.get(k)
-        if (st === undefined && strata.size < MAX_STRATA) {
-          st = { value: v, counts: { train: 0, validation: 0, test: 0 } }
-          strata.set(k, st)
+    await forEachLineBytesAsync(
+      input,
+      (buf, s, e, index, offset) => {
+        if (e === s) return
+        if ((index & 4095) === 0) progress(offset, total)
+        records++
+        let record: CanonicalRecord | undefined
+        const parse = () => {
+          record ??= JSON.parse(buf.toString("utf8", s, e)) as CanonicalRecord
+          return record
         }
-        if (st !== undefined) st.counts[split]++
-      }
-      // leaks: the same normalised text in two splits
-      if (leakPrint === content && groupPath === undefined) {
-        leakKey.set(key)
-      } else leakPrint.line(buf, s, e, leakKey, 0)
-      const before = seen.addOrGet(leakKey, 0, BIT[split])
-      if (before >= 0 && (before & BIT[split]) === 0) {
-        const mask = before | BIT[split]
-        seen.setFound(mask)
-        for (const x of SPLITS) if ((before & BIT[x]) !== 0) leaks[pairOf(x, split)]++
-        if (leakExamples.length < 5)
-          leakExamples.push({
-            index,
-            splits: SPLITS.filter((x) => (mask & BIT[x]) !== 0),
-            text: preview(parse()),
-          })
-      }
-      writers[split].lineBytes(buf, s, e)
-    })
+        if (recordKind === undefined) recordKind = kindOf(parse())
+        let u: number
+        if (groupPath !== undefined) {
+          const g = get(parse(), groupPath)
+          if (g === undefined)
+            throw new SplitError(
+              `split: record ${index + 1} has no field "${o.groupBy}" to group by`,
+              index + 1,
+              o.groupBy,
+            )
+          keyOf(`g${canonicalJson(g)}`, key)
+          u = uniform(key, 0, o.seed)
+        } else {
+          content.line(buf, s, e, key, 0)
+          u = uniform(key, 0, o.seed)
+        }
+        const split = splitOf(u, ratios)
+        if (groups !== undefined && groups.addOrGet(key, 0, 1) < 0) groupsPerSplit[split]++
+        if (strataPath !== undefined) {
+          const v = get(parse(), strataPath)
+          if (v === undefined)
+            throw new SplitError(
+              `split: record ${index + 1} has no field "${o.stratifyBy}" to stratify by`,
+              index + 1,
+              o.stratifyBy,
+            )
+          const k = canonicalJson(v)
+          let st = strata.get(k)
+          if (st === undefined && strata.size < MAX_STRATA) {
+            st = { value: v, counts: { train: 0, validation: 0, test: 0 } }
+            strata.set(k, st)
+          }
+          if (st !== undefined) st.counts[split]++
+        }
+        // leaks: the same normalised text in two splits
+        if (leakPrint === content && groupPath === undefined) {
+          leakKey.set(key)
+        } else leakPrint.line(buf, s, e, leakKey, 0)
+        const before = seen.addOrGet(leakKey, 0, BIT[split])
+        if (before >= 0 && (before & BIT[split]) === 0) {
+          const mask = before | BIT[split]
+          seen.setFound(mask)
+          for (const x of SPLITS) if ((before & BIT[x]) !== 0) leaks[pairOf(x, split)]++
+          if (leakExamples.length < 5)
+            leakExamples.push({
+              index,
+              splits: SPLITS.filter((x) => (mask & BIT[x]) !== 0),
+              text: preview(parse()),
+            })
+        }
+        writers[split].lineBytes(buf, s, e)
+      },
+      signal,
+    )
   } finally {
     for (const w of Object.values(writers)) w.close()
   }
@@ -228,15 +229,15 @@ export const splitFile = (
 export const run = (
   ctx: SplitContext,
 ): Effect.Effect<Record<SplitName, { count: number; recordKind: RecordKind }>, Failure> =>
-  Effect.try({
-    try: () => {
+  Effect.tryPromise({
+    try: async (signal) => {
       const o = ctx.params
       const input = ctx.inputs.records
-      const summary = splitFile(
+      const summary = await splitFile(
         input.path,
         { train: ctx.output("train"), validation: ctx.output("validation"), test: ctx.output("test") },
         o,
-        ctx.signal,
+        AbortSignal.any([signal, ctx.signal]),
         (d, t) => ctx.progress(d, t),
       )
       const recordKind =

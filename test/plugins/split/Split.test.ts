@@ -125,7 +125,10 @@ describe("split", () => {
     expect(r.error?.file).toBe(file)
     const reported = await runStep(split, asInput(file), { groupBy: "meta.user", onLeak: "report" })
     expect(reported.error).toBeUndefined()
-    const leaks = readJson(reported.outputs.report!).leaks as Record<"trainTest" | "trainValidation" | "validationTest", number>
+    const leaks = readJson(reported.outputs.report!).leaks as Record<
+      "trainTest" | "trainValidation" | "validationTest",
+      number
+    >
     expect(leaks.trainTest + leaks.trainValidation + leaks.validationTest).toBeGreaterThan(0)
     // without grouping, identical examples always share a split
     const plain = await runStep(split, asInput(file))
