@@ -34,11 +34,11 @@ export interface Line {
   readonly text: string
 }
 
-const CHUNK = 4 * 1024 * 1024
+const CHUNK = 1024 * 1024
 
 /** Non-empty lines of a file, in batches of about `batchBytes` of text, holding one chunk in memory at a time. */
 export async function* readLines(file: string, batchBytes = 256 * 1024): AsyncGenerator<Line[]> {
-  const fh = await fs.promises.open(file, "r")
+  const fd = fs.openSync(file, "r")
   try {
     let buf = Buffer.allocUnsafe(CHUNK)
     let carry = 0 // bytes of an unfinished line at the start of buf
@@ -52,7 +52,7 @@ export async function* readLines(file: string, batchBytes = 256 * 1024): AsyncGe
         buf.copy(bigger, 0, 0, carry)
         buf = bigger
       }
-      const { bytesRead } = await fh.read(buf, carry, buf.length - carry, null)
+      const bytesRead = fs.readSync(fd, buf, carry, buf.length - carry, null)
       const end = carry + bytesRead
       let start = 0
       for (;;) {
@@ -65,6 +65,12 @@ export async function* readLines(file: string, batchBytes = 256 * 1024): AsyncGe
           batchSize += stop - start
         }
         start = nl + 1
+        // Small batches keep the tokenizer's native allocations small: big ones fragment its heap for good.
+        if (batchSize >= batchBytes) {
+          yield batch
+          batch = []
+          batchSize = 0
+        }
       }
       if (bytesRead === 0) {
         if (end > start) {
@@ -77,14 +83,9 @@ export async function* readLines(file: string, batchBytes = 256 * 1024): AsyncGe
       }
       buf.copy(buf, 0, start, end)
       carry = end - start
-      if (batchSize >= batchBytes) {
-        yield batch
-        batch = []
-        batchSize = 0
-      }
     }
   } finally {
-    await fh.close()
+    fs.closeSync(fd)
   }
 }
 

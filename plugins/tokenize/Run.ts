@@ -11,6 +11,7 @@ import { type Failure, fromPromise, type OutputMeta, type StepContext, StepError
 import { buildExample, type Example } from "./Example.ts"
 import type { TokenizeParams, tokenizeInputs, tokenizeOutputs } from "./index.ts"
 import { type Bucket, type Distribution, LengthStats, lengthEdges } from "./LengthStats.ts"
+import { collectGarbage } from "./NativeMemory.ts"
 import { Packer } from "./Packer.ts"
 import { type Line, parseRecord, readLines } from "./RecordReader.ts"
 import { makeRenderer, type Part, TemplateError } from "./Template.ts"
@@ -236,6 +237,7 @@ export const tokenizeRecords = async (
       consume(next.batch, await next.ids)
     }
     for (const l of lines) position += l.text.length + 1
+    if (tok.type === "huggingface") collectGarbage()
     o.progress?.(Math.min(position, totalBytes), totalBytes, `${records} records`)
   }
   for (const next of inflight.splice(0)) consume(next.batch, await next.ids)

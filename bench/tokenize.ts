@@ -1,0 +1,278 @@
+/**
+ * tokenize benchmark: end-to-end throughput and peak RSS of the tokenize step
+ * (read records, render, tokenize, mask, write the Tokens arrays) against raw
+ * `tokenizers` batch encoding of the same text with GPT-2's tokenizer.json.
+ * Each measurement runs in its own process so its peak RSS is its own.
+ *
+ *   npx tsx bench/tokenize.ts                      # 200 MB generated corpus
+ *   TOKENIZE_BENCH_MB=20 npx tsx bench/tokenize.ts # a smaller one
+ *   TOKENIZE_BENCH_RUNS=3 ...                      # repeat each measurement, print medians
+ *
+ * The corpus is instruction records composed at random (fixed seed) from the
+ * real questions, answers and replies in ../shared/data, so the text is real
+ * English with numbers, code and placeholders, but not repeated verbatim.
+ * Figures: MB/s over the UTF-8 bytes of the records' text fields (the same
+ * bytes both sides encode), records/s, and peak RSS.
+ */
+import { spawnSync } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+
+const root = path.resolve(import.meta.dirname, "..")
+const data = path.resolve(root, "../shared/data")
+const gpt2 = path.join(data, "tokenizer/gpt2-hf")
+const MB = Number(process.env.TOKENIZE_BENCH_MB ?? 200)
+const RUNS = Number(process.env.TOKENIZE_BENCH_RUNS ?? 1)
+
+interface Figures {
+  readonly what: string
+  readonly seconds: number
+  readonly textBytes: number
+  readonly records: number
+  readonly maxRssMb: number
+  readonly tokens: number
+}
+
+/** The text a record holds, as the "none" template concatenates it (prompt, blank line, output). */
+const recordText = (r: { instruction: string; input?: string; output: string }) =>
+  `${r.instruction}${r.input ? `\n\n${r.input}` : ""}\n\n${r.output}`
+
+// ---------------------------------------------------------------- children
+
+const rawChild = async (file: string, inFlight: number): Promise<Figures> => {
+  const { Tokenizer } = await import("tokenizers")
+  const { readLines } = await import("../plugins/tokenize/RecordReader.ts")
+  const tok = Tokenizer.fromFile(path.join(gpt2, "tokenizer.json"))
+  tok.disableTruncation()
+  let encodeSeconds = 0
+  let textBytes = 0
+  let records = 0
+  let tokens = 0
+  const pending: Array<Promise<number>> = []
+  // Only encoding is timed: this is the ceiling tokenizers reaches, reading and parsing aside.
+  let t0 = 0
+  for await (const lines of readLines(file)) {
+    const texts = lines.map((l) => recordText(JSON.parse(l.text)))
+    for (const t of texts) textBytes += Buffer.byteLength(t)
+    records += texts.length
+    if (pending.length === 0) t0 = performance.now()
+    pending.push(
+      tok
+        .encodeBatch(texts, { addSpecialTokens: false })
+        .then((es) => es.reduce((a, e) => a + e.getIds().length, 0)),
+    )
+    if (pending.length >= inFlight) {
+      for (const p of pending.splice(0)) tokens += await p
+      encodeSeconds += (performance.now() - t0) / 1000
+    }
+  }
+  if (pending.length > 0) {
+    for (const p of pending.splice(0)) tokens += await p
+    encodeSeconds += (performance.now() - t0) / 1000
+  }
+  return {
+    what:
+      inFlight === 1
+        ? "raw tokenizers encodeBatch (encode time only)"
+        : `raw tokenizers, ${inFlight} batches in flight`,
+    seconds: encodeSeconds,
+    textBytes,
+    records,
+    maxRssMb: process.resourceUsage().maxRSS / 1024,
+    tokens,
+  }
+}
+
+const stepChild = async (file: string, template: "none" | "alpaca", pack: boolean): Promise<Figures> => {
+  const { tokenizeRecords } = await import("../plugins/tokenize/Run.ts")
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "tokenize-bench-out-"))
+  const t0 = performance.now()
+  const { meta, report } = await tokenizeRecords({
+    recordsFile: file,
+    tokenizer: gpt2,
+    tokensDir: path.join(out, "tokens"),
+    reportFile: path.join(out, "report.json"),
+    params: {
+      template,
+      maxLength: 1024,
+      overflow: "truncate",
+      trainOnInputs: false,
+      pack,
+      addBos: "auto",
+      addEos: true,
+      samples: 3,
+    },
+  })
+  const seconds = (performance.now() - t0) / 1000
+  const textBytes = Number(fs.readFileSync(`${file}.textbytes`, "utf8"))
+  fs.rmSync(out, { recursive: true, force: true })
+  return {
+    what: `tokenize step, end to end (template ${template}${pack ? ", packed" : ""})`,
+    seconds,
+    textBytes,
+    records: report.records,
+    maxRssMb: process.resourceUsage().maxRSS / 1024,
+    tokens: meta.tokens,
+  }
+}
+
+// ---------------------------------------------------------------- corpus
+
+const readJsonl = (file: string) =>
+  fs
+    .readFileSync(file, "utf8")
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .map((l) => JSON.parse(l))
+
+/** Quoted CSV fields, enough for the Bitext file (fields may span lines). */
+const csvColumn = (file: string, column: string): string[] => {
+  const text = fs.readFileSync(file, "utf8")
+  const rows: string[][] = [[]]
+  let field = ""
+  let quoted = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') (field += '"'), i++
+      else if (c === '"') quoted = false
+      else field += c
+    } else if (c === '"') quoted = true
+    else if (c === ",") rows[rows.length - 1]!.push(field), (field = "")
+    else if (c === "\n") rows[rows.length - 1]!.push(field), (field = ""), rows.push([])
+    else if (c !== "\r") field += c
+  }
+  const col = rows[0]!.indexOf(column)
+  return rows.slice(1).flatMap((r) => (r[col] ? [r[col]!] : []))
+}
+
+const generateCorpus = (file: string, bytes: number): void => {
+  const gsm = readJsonl(path.join(data, "datasets/gsm8k/test.jsonl")) as Array<{
+    question: string
+    answer: string
+  }>
+  const seed = readJsonl(path.join(data, "datasets/alpaca-seed/seed_tasks.jsonl")) as Array<{
+    instruction: string
+    instances: Array<{ input: string; output: string }>
+  }>
+  const bitext = path.join(
+    data,
+    "datasets/bitext-customer-support/Bitext_Sample_Customer_Support_Training_Dataset.csv",
+  )
+  const instructions = [
+    ...gsm.map((r) => r.question),
+    ...seed.map((t) => t.instruction),
+    ...csvColumn(bitext, "instruction"),
+  ]
+  const inputs = seed.flatMap((t) => t.instances.map((x) => x.input)).filter((s) => s !== "")
+  const outputs = [
+    ...gsm.map((r) => r.answer),
+    ...seed.flatMap((t) => t.instances.map((x) => x.output)),
+    ...csvColumn(bitext, "response"),
+  ]
+  let s = 12345
+  const rand = (n: number) => {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0
+    return (s >>> 8) % n
+  }
+  const pick = (xs: string[]) => xs[rand(xs.length)]!
+  const fd = fs.openSync(file, "w")
+  let written = 0
+  let records = 0
+  let textBytes = 0
+  let chunk: string[] = []
+  while (written < bytes) {
+    const input = rand(4) === 0 ? pick(inputs) : undefined
+    const parts = 1 + rand(3)
+    const output = Array.from({ length: parts }, () => pick(outputs)).join("\n\n")
+    const r = { instruction: `${pick(instructions)} (#${records})`, ...(input ? { input } : {}), output }
+    const line = JSON.stringify(r)
+    chunk.push(line)
+    written += Buffer.byteLength(line) + 1
+    textBytes += Buffer.byteLength(recordText(r))
+    records++
+    if (chunk.length === 2000) {
+      fs.writeSync(fd, `${chunk.join("\n")}\n`)
+      chunk = []
+    }
+  }
+  if (chunk.length > 0) fs.writeSync(fd, `${chunk.join("\n")}\n`)
+  fs.closeSync(fd)
+  fs.writeFileSync(`${file}.textbytes`, String(textBytes))
+}
+
+// ---------------------------------------------------------------- driver
+
+const child = (args: string[]): Figures => {
+  const r = spawnSync(process.execPath, [...process.execArgv, import.meta.filename, ...args], {
+    encoding: "utf8",
+    maxBuffer: 1 << 24,
+  })
+  if (r.status !== 0) throw new Error(`child ${args.join(" ")} failed:\n${r.stdout}\n${r.stderr}`)
+  return JSON.parse(r.stdout.trim().split("\n").pop()!)
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+
+const main = async () => {
+  const [mode, file, ...rest] = process.argv.slice(2)
+  if (mode === "raw") return console.log(JSON.stringify(await rawChild(file!, Number(rest[0] ?? 1))))
+  if (mode === "step")
+    return console.log(
+      JSON.stringify(await stepChild(file!, rest[0] as "none" | "alpaca", rest[1] === "pack")),
+    )
+
+  if (!fs.existsSync(gpt2)) {
+    console.log(`no GPT-2 tokenizer at ${gpt2}: the benchmark needs the shared data directory`)
+    return
+  }
+  // TOKENIZE_BENCH_CORPUS keeps the generated corpus at that path and reuses it on the next run.
+  const kept = process.env.TOKENIZE_BENCH_CORPUS
+  const dir = kept ? undefined : fs.mkdtempSync(path.join(os.tmpdir(), "tokenize-bench-"))
+  const corpus = kept ?? path.join(dir!, "records.jsonl")
+  const t0 = performance.now()
+  if (!(kept && fs.existsSync(`${corpus}.textbytes`))) generateCorpus(corpus, MB * 1e6)
+  const size = fs.statSync(corpus).size
+  const textBytes = Number(fs.readFileSync(`${corpus}.textbytes`, "utf8"))
+  console.log(
+    `corpus: ${(size / 1e6).toFixed(1)} MB of JSONL, ${(textBytes / 1e6).toFixed(1)} MB of text ` +
+      `(ready in ${((performance.now() - t0) / 1000).toFixed(1)} s); ${os.cpus().length} cores, Node ${process.version}`,
+  )
+  const plans: Array<[string, string[]]> = [
+    ["raw", ["raw", corpus, "1"]],
+    ["raw2", ["raw", corpus, "2"]],
+    ["none", ["step", corpus, "none"]],
+    ["alpaca", ["step", corpus, "alpaca"]],
+    ["packed", ["step", corpus, "alpaca", "pack"]],
+  ]
+  const results = new Map<string, Figures[]>()
+  for (let run = 0; run < RUNS; run++) {
+    for (const [name, args] of plans) {
+      const f = child(args)
+      results.set(name, [...(results.get(name) ?? []), f])
+    }
+  }
+  const rate = (f: Figures) => f.textBytes / 1e6 / f.seconds
+  const rawRate = median(results.get("raw")!.map(rate))
+  console.log(
+    `\n${"what".padEnd(58)} ${"MB/s".padStart(6)} ${"records/s".padStart(10)} ${"vs raw".padStart(7)} ${"peak RSS".padStart(9)}`,
+  )
+  for (const [name] of plans) {
+    const fs_ = results.get(name)!
+    const f = fs_[0]!
+    const mbs = median(fs_.map(rate))
+    const rps = median(fs_.map((x) => x.records / x.seconds))
+    const rss = Math.max(...fs_.map((x) => x.maxRssMb))
+    console.log(
+      `${f.what.padEnd(58)} ${mbs.toFixed(2).padStart(6)} ${Math.round(rps).toString().padStart(10)} ` +
+        `${`${Math.round((mbs / rawRate) * 100)}%`.padStart(7)} ${`${Math.round(rss)} MB`.padStart(9)}`,
+    )
+  }
+  console.log(
+    `\n${RUNS} run(s) each, median shown. Reproduce: TOKENIZE_BENCH_MB=${MB} TOKENIZE_BENCH_RUNS=${RUNS} npx tsx bench/tokenize.ts`,
+  )
+  if (dir) fs.rmSync(dir, { recursive: true, force: true })
+}
+
+await main()
