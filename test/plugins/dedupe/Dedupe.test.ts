@@ -148,3 +148,34 @@ describe.skipIf(!fs.existsSync(bitext))("dedupe on Bitext", () => {
     expect(n.clusters.length).toBeGreaterThan(0)
   })
 })
+
+describe("interruption", () => {
+  it("a long pass stops when its signal fires", async () => {
+    const { dedupeFile } = await import("../../../plugins/dedupe/Run.ts")
+    const { splitFile } = await import("../../../plugins/split/Run.ts")
+    const file = recordsFile([{ prompt: "a", completion: "b" }])
+    const dir = tempDir()
+    const aborted = AbortSignal.abort()
+    const options = {
+      exact: true,
+      near: true,
+      on: "example" as const,
+      caseFold: false,
+      ngram: 5,
+      permutations: 128,
+      bands: 16,
+      rows: 8,
+      threshold: 0.8,
+      seed: 1,
+    }
+    await expect(dedupeFile(file, path.join(dir, "d"), options, aborted)).rejects.toThrow(/abort/i)
+    const outputs = { train: path.join(dir, "a"), validation: path.join(dir, "b"), test: path.join(dir, "c") }
+    const params = {
+      ratios: { train: 0.8, validation: 0.1, test: 0.1 },
+      seed: 0,
+      leakOn: "example" as const,
+      onLeak: "fail" as const,
+    }
+    await expect(splitFile(file, outputs, params, aborted)).rejects.toThrow(/abort/i)
+  })
+})
