@@ -142,10 +142,14 @@ export const collectGarbage = (store: Store, options: GcOptions): GcReport => {
       )
       .pluck()
     // The same run's producer first: a kept run then explains itself without older runs.
+    // (Not the consumer itself, and finished before it started: a step may pass bytes through unchanged.)
     const sameRun = db
       .prepare(
         `SELECT e.id FROM execution_outputs o JOIN executions e ON e.id = o.execution_id
-         WHERE o.digest = ? AND e.run_id = (SELECT run_id FROM executions WHERE id = ?) LIMIT 1`,
+         JOIN executions c ON c.id = ?
+         WHERE o.digest = ? AND e.run_id = c.run_id AND e.id != c.id
+           AND coalesce(e.finished_at, e.started_at) <= c.started_at
+         ORDER BY coalesce(e.finished_at, e.started_at) DESC, e.id DESC LIMIT 1`,
       )
       .pluck()
     const push = (id: number | null | undefined) => {
@@ -178,7 +182,7 @@ export const collectGarbage = (store: Store, options: GcOptions): GcReport => {
       const id = stack.pop()!
       push(producedBy.get(id) as number | null)
       for (const d of inputs.all(id) as string[])
-        push((sameRun.get(d, id) as number | undefined) ?? (producer.get(d) as number | undefined))
+        push((sameRun.get(id, d) as number | undefined) ?? (producer.get(d) as number | undefined))
     }
     const insLive = db.prepare("INSERT INTO temp.gc_live (id) VALUES (?)")
     for (const id of live) insLive.run(id)

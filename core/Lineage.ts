@@ -119,6 +119,29 @@ export const producerOf = (store: Store, digest: string): ExecutionRow | undefin
   return row === undefined ? undefined : computing(store, row)
 }
 
+/**
+ * The execution whose output a consumer read: preferably in the consumer's own
+ * run (the graph then reads as one run), finished before the consumer started,
+ * the latest such (a step may pass bytes through unchanged, so its input and
+ * output share a digest), and never the consumer itself.
+ */
+export const upstreamOf = (
+  store: Store,
+  digest: string,
+  consumer: ExecutionRow,
+): ExecutionRow | undefined => {
+  const sameRun = store
+    .sql(
+      `SELECT e.* FROM execution_outputs o JOIN executions e ON e.id = o.execution_id
+       WHERE o.digest = ? AND e.run_id = ? AND e.id != ? AND coalesce(e.finished_at, e.started_at) <= ?
+       ORDER BY coalesce(e.finished_at, e.started_at) DESC, e.id DESC LIMIT 1`,
+    )
+    .get(digest, consumer.run_id, consumer.id, consumer.started_at) as ExecutionRow | undefined
+  if (sameRun !== undefined) return computing(store, sameRun)
+  const any = producerOf(store, digest)
+  return any === undefined || any.id === consumer.id ? undefined : any
+}
+
 /** Follows `produced_by` to the execution that really ran. */
 export const computing = (store: Store, e: ExecutionRow): ExecutionRow => {
   let cur = e
@@ -293,14 +316,7 @@ export const lineage = (store: Store, target: Target): Lineage => {
         )
         .all(e.id) as Array<{ name: string; position: number; digest: string }>
     ).map((i) => {
-      // Prefer the execution of the same run: the graph then reads as one consistent run.
-      const sameRun = store
-        .sql(
-          `SELECT e.* FROM execution_outputs o JOIN executions e ON e.id = o.execution_id
-           WHERE o.digest = ? AND e.run_id = ? ORDER BY e.id LIMIT 1`,
-        )
-        .get(i.digest, e.run_id) as ExecutionRow | undefined
-      const from = sameRun !== undefined ? computing(store, sameRun) : producerOf(store, i.digest)
+      const from = upstreamOf(store, i.digest, e)
       if (from !== undefined) {
         edges.push({ from: from.id, to: e.id, digest: i.digest, input: i.name })
         queue.push(from)

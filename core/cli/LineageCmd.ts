@@ -5,12 +5,21 @@ import { diffRuns } from "../Diff.ts"
 import { type Lineage, lineage, resolveTarget, toDot } from "../Lineage.ts"
 import { bool, parseArgs, str, UsageError } from "./Args.ts"
 import { bold, dim, green, red } from "./Output.ts"
-import { asUsage, bytes, existingStoreDir, openExistingStore, runRef, short } from "./StoreArg.ts"
+import {
+  asUsage,
+  bytes,
+  existingStoreDir,
+  openExistingStore,
+  quietOnClosedPipe,
+  runRef,
+  short,
+} from "./StoreArg.ts"
 
 const out = (s: string) => process.stdout.write(s)
 
 export const cmdLineage = (argv: ReadonlyArray<string>): number => asUsage(() => lineageCmd(argv))
 const lineageCmd = (argv: ReadonlyArray<string>): number => {
+  quietOnClosedPipe()
   const args = parseArgs(argv, { json: "boolean", dot: "boolean", store: "string", run: "string" })
   const ref = args.positionals[0]
   if (ref === undefined)
@@ -67,6 +76,7 @@ const printLineage = (l: Lineage) => {
 
 export const cmdDiff = (argv: ReadonlyArray<string>): number => asUsage(() => diffCmd(argv))
 const diffCmd = (argv: ReadonlyArray<string>): number => {
+  quietOnClosedPipe()
   const args = parseArgs(argv, { json: "boolean", store: "string" })
   const [ra, rb] = args.positionals
   if (ra === undefined || rb === undefined)
@@ -147,6 +157,7 @@ const diffCmd = (argv: ReadonlyArray<string>): number => {
 
 export const cmdQuery = (argv: ReadonlyArray<string>): number => asUsage(() => queryCmd(argv))
 const queryCmd = (argv: ReadonlyArray<string>): number => {
+  quietOnClosedPipe()
   const args = parseArgs(argv, { json: "boolean", csv: "boolean", store: "string", views: "boolean" })
   if (bool(args, "views")) {
     for (const view of VIEWS) out(`${bold(view.name)}\n  ${view.doc}\n`)

@@ -50,3 +50,11 @@ export const runRef = (store: Store, ref: string): string => {
   if (row === undefined) throw new UsageError(`there is no run ${ref} (see tunegraph runs)`)
   return row.id
 }
+
+/** `tunegraph lineage ... | head`: a reader that stops early is not an error. */
+export const quietOnClosedPipe = () => {
+  process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code === "EPIPE") process.exit(0)
+    throw e
+  })
+}

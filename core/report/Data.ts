@@ -200,14 +200,14 @@ export const reportData = (store: Store, runId: string): ReportData => {
       ).map((m) => [m.name, m.value]),
     )
 
-  const producerNode = new Map<string, string>()
+  const producers = new Map<string, ExecutionRow[]>()
   const nodes: ReportNode[] = []
   const computingOf = new Map<string, ExecutionRow>()
   for (const e of execs) {
     const c = computing(store, e)
     computingOf.set(e.node, c)
     const outs = outputsOf(e.id)
-    for (const o of outs) producerNode.set(o.digest, e.node)
+    for (const o of outs) producers.set(o.digest, [...(producers.get(o.digest) ?? []), e])
     const ingredients = e.ingredients === null ? null : (JSON.parse(e.ingredients) as { params?: unknown })
     nodes.push({
       node: e.node,
@@ -229,7 +229,12 @@ export const reportData = (store: Store, runId: string): ReportData => {
     for (const i of store
       .sql("SELECT name, digest FROM execution_inputs WHERE execution_id = ? ORDER BY name, position")
       .all(e.id) as Array<{ name: string; digest: string }>) {
-      const from = producerNode.get(i.digest)
+      // The latest producer that finished before this step started (a step may pass bytes through).
+      const from = (producers.get(i.digest) ?? [])
+        .filter((p) => p.id !== e.id && (p.finished_at ?? p.started_at) <= e.started_at)
+        .sort(
+          (a, b) => (b.finished_at ?? b.started_at) - (a.finished_at ?? a.started_at) || b.id - a.id,
+        )[0]?.node
       if (from !== undefined && !edges.some((x) => x.from === from && x.to === e.node && x.input === i.name))
         edges.push({ from, to: e.node, input: i.name })
     }

@@ -108,10 +108,13 @@ const evaluation = (e: Evaluation): string => {
     e.scores
       .map((s) => {
         const delta = s.base !== null && s.tuned !== null ? s.tuned - s.base : null
+        // For a loss, a perplexity or an error rate, lower is better.
+        const better =
+          delta === null ? null : /loss|perplexity|error|wer|cer/i.test(s.name) ? delta <= 0 : delta >= 0
         return (
           `<tr><td>${h(s.name)}</td>${hasBase ? `<td class="num">${h(cell(s.base ?? undefined))}</td>` : ""}<td class="num">${h(cell(s.tuned ?? undefined))}</td>` +
           (hasBase
-            ? `<td class="num ${delta === null ? "" : delta >= 0 ? "up" : "down"}">${delta === null ? "" : `${delta >= 0 ? "+" : ""}${h(formatNumber(delta))}`}</td>`
+            ? `<td class="num ${better === null ? "" : better ? "up" : "down"}">${delta === null ? "" : `${delta >= 0 ? "+" : ""}${h(formatNumber(delta))}`}</td>`
             : "") +
           `<td class="bars">${hasBase ? bar(s.base, "base") : ""}${bar(s.tuned, "tuned")}</td></tr>`
         )
@@ -125,7 +128,7 @@ const evaluation = (e: Evaluation): string => {
   const samples =
     e.samples.length === 0
       ? ""
-      : `<h4>Sample generations <span class="muted">(${e.samples.length})</span></h4><div class="samples">` +
+      : `<details${e.samples.length <= 5 ? " open" : ""}><summary><h4>Sample generations <span class="muted">(${e.samples.length})</span></h4></summary><div class="samples">` +
         e.samples
           .map(
             (s, i) =>
@@ -138,7 +141,7 @@ const evaluation = (e: Evaluation): string => {
                 .join("")}</div>`,
           )
           .join("") +
-        "</div>"
+        "</div></details>"
   return `<div class="eval" data-node="${h(e.node)}" data-output="${h(e.output)}"><h3>${h(e.node)} <span class="muted">${h(e.output)} ${h(short(e.digest))}</span></h3>${scores}${samples}</div>`
 }
 

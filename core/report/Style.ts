@@ -46,4 +46,5 @@ td.bars { width: 35%; } .bar { display: block; height: 7px; margin: 2px 0; borde
 .sample .field { display: grid; grid-template-columns: 90px 1fr; gap: 8px; margin: 2px 0; }
 .sample .k { color: var(--muted); font-size: 12px; padding-top: 2px; } .sample pre { margin: 0; white-space: pre-wrap; word-break: break-word; }
 .sample .f-tuned pre { color: #2554a6; } .error { color: var(--failed); font-family: system-ui, sans-serif; } footer { margin-top: 36px; font-size: 12px; }
+summary { cursor: pointer; } summary h4 { display: inline-block; }
 `

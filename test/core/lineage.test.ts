@@ -115,6 +115,18 @@ describe("lineage", () => {
   })
 })
 
+describe("lineage of a step that passes bytes through", () => {
+  it("tells the step from its input although both have one digest", () => {
+    const dir = opsProject()
+    const r = runJson(dir, ["pipeline.ts", "--target", "shout"], { TG_OPS_COPY: "1" }).json
+    expect(digestOf(r, "copy", "lines")).toBe(digestOf(r, "other", "files"))
+    const l = traced(dir, digestOf(r, "shout", "lines"))
+    expect(l.steps.map((s) => s.node)).toEqual(["other", "copy", "shout"])
+    expect(l.steps.find((s) => s.node === "copy")!.inputs[0]!.from).toBe("other")
+    expect(l.steps.find((s) => s.node === "shout")!.inputs[0]!.from).toBe("copy")
+  })
+})
+
 describe("diff", () => {
   it("shows the parameters, sources and digests that differ, and the metric deltas", () => {
     const dir = opsProject()
