@@ -50,6 +50,11 @@ export const trainerFields = (defaults: { lr: number; weightDecay: number }) => 
   keepBest: Schema.Boolean.pipe(withDefault(true)),
   /** Save a checkpoint (resumed after an interruption) every this many steps; 0: never. */
   checkpointEvery: Count.pipe(withDefault(25)),
+  /**
+   * Data-parallel worker threads on the CPU backends (WebAssembly, plain JS), where tfjs computes on one
+   * thread; native backends use one. The result depends on this number, never on the machine.
+   */
+  shards: PositiveCount.pipe(withDefault(2)),
   /** TensorFlow.js backend: auto (tfjs-node-gpu, tfjs-node, wasm, cpu in that order) or one of them. */
   backend: Schema.Literals(["auto", "tfjs-node-gpu", "tfjs-node", "wasm", "cpu"]).pipe(withDefault("auto")),
 })

@@ -23,12 +23,9 @@ export class TrainInterrupted extends Error {
 const here = path.dirname(fileURLToPath(import.meta.url))
 
 /** The TypeScript entry: beside this module, or in the package's source tree when this module was bundled. */
-const sourceEntry = (): string | undefined => {
+const sourceEntry = (name: string): string | undefined => {
   for (let dir = here; ; dir = path.dirname(dir)) {
-    for (const candidate of [
-      path.join(dir, "TrainWorker.ts"),
-      path.join(dir, "plugins", "train", "TrainWorker.ts"),
-    ])
+    for (const candidate of [path.join(dir, `${name}.ts`), path.join(dir, "plugins", "train", `${name}.ts`)])
       if (fs.existsSync(candidate)) return candidate
     if (path.dirname(dir) === dir) return undefined
   }
@@ -42,19 +39,21 @@ const cacheDir = (from: string): string => {
   }
 }
 
-let script: Promise<string> | undefined
+const scripts = new Map<string, Promise<string>>()
 
-/** Path of the worker's JavaScript entry, building it when needed. */
-export const workerScript = (): Promise<string> => {
-  script ??= (async () => {
+/** Path of a worker entry's JavaScript (TrainWorker, ShardWorker), building it when needed. */
+export const workerScript = (name = "TrainWorker"): Promise<string> => {
+  const known = scripts.get(name)
+  if (known !== undefined) return known
+  const script = (async () => {
     // scripts/build.mjs emits worker entries as dist/chunks/<name>.js.
-    for (const built of ["TrainWorker.js", "chunks/TrainWorker.js", "TrainWorker.mjs"]) {
+    for (const built of [`${name}.js`, `chunks/${name}.js`, `${name}.mjs`]) {
       const file = path.join(here, built)
       if (fs.existsSync(file)) return file
     }
-    const entry = sourceEntry()
+    const entry = sourceEntry(name)
     if (entry === undefined)
-      throw new Error("the trainer's worker entry (plugins/train/TrainWorker.ts) is missing")
+      throw new Error(`the trainer's worker entry (plugins/train/${name}.ts) is missing`)
     const esbuild = await import("esbuild")
     const out = await esbuild.build({
       entryPoints: [entry],
@@ -68,10 +67,7 @@ export const workerScript = (): Promise<string> => {
     })
     const text = (out.outputFiles[0] as { text: string }).text
     const dir = cacheDir(entry)
-    const file = path.join(
-      dir,
-      `train-worker-${createHash("sha256").update(text).digest("hex").slice(0, 16)}.mjs`,
-    )
+    const file = path.join(dir, `${name}-${createHash("sha256").update(text).digest("hex").slice(0, 16)}.mjs`)
     if (!fs.existsSync(file)) {
       fs.mkdirSync(dir, { recursive: true })
       const tmp = `${file}.${process.pid}.tmp`
@@ -80,9 +76,8 @@ export const workerScript = (): Promise<string> => {
     }
     return file
   })()
-  script.catch(() => {
-    script = undefined
-  })
+  scripts.set(name, script)
+  script.catch(() => scripts.delete(name))
   return script
 }
 

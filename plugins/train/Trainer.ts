@@ -14,13 +14,13 @@ import { canonicalJson } from "../../core/Canonical.ts"
 import { AdamW } from "./AdamW.ts"
 import { initBackend } from "./Backend.ts"
 import { BEST, type LoopState, loadCheckpoint, saveCheckpoint, writeAtomic } from "./Checkpoint.ts"
-import { type ForwardOptions, LlamaModel } from "./Llama.ts"
-import { LORA_MODULES, type LoraModule, type LoraSpec, writeAdapter } from "./Lora.ts"
+import { LlamaModel } from "./Llama.ts"
+import { type LoraModule, type LoraSpec, writeAdapter } from "./Lora.ts"
 import { loadModel, saveHfModel } from "./ModelIO.ts"
 import type { TrainParams } from "./Params.ts"
-import { mixSeed, Rng } from "./Rng.ts"
 import { type HostTensor, readSafetensors, writeSafetensors } from "./Safetensors.ts"
 import { learningRate } from "./Schedule.ts"
+import { ShardPool, type ShardTask, splitRows, taskGradients, toTask } from "./Shards.ts"
 import { BatchPlan, makeBatch, readTokens, type TokenSet } from "./TokenData.ts"
 
 export type TrainKind = "full" | "lora" | "qlora"
@@ -105,18 +105,6 @@ const evaluate = (model: LlamaModel, set: TokenSet, p: TrainParams): number => {
   }
   return count === 0 ? Number.NaN : sum / count
 }
-
-/** A seeded dropout mask per (step, micro-batch, layer, module): replayable on resume. */
-const dropoutMasks =
-  (seed: number, step: number, micro: number, p: number): ForwardOptions["loraMask"] =>
-  (layer, module, [n, width]) => {
-    if (p <= 0) return undefined
-    const rng = new Rng(mixSeed(seed, 0xd409, step, micro, layer, LORA_MODULES.indexOf(module)))
-    const keep = 1 / (1 - p)
-    const mask = new Float32Array(n * width)
-    for (let i = 0; i < mask.length; i++) mask[i] = rng.next() < p ? 0 : keep
-    return tf.tensor(mask, [n, width])
-  }
 
 export const train = async (job: TrainJob, hooks: TrainHooks): Promise<TrainResult> => {
   const p = job.params
@@ -235,71 +223,104 @@ export const train = async (job: TrainJob, hooks: TrainHooks): Promise<TrainResu
   // The loss before training: the baseline every later evaluation must beat.
   if (valSet !== undefined && state.step === 0) validate(valSet)
 
+  // Data-parallel shards only help where tfjs computes on one CPU thread.
+  const shards = backend === "wasm" || backend === "cpu" ? Math.max(1, Math.min(p.shards, p.batchSize)) : 1
+  const pool =
+    shards > 1
+      ? await ShardPool.start(shards - 1, {
+          kind: job.kind,
+          base: job.base,
+          ...(spec ? { lora: spec } : {}),
+          seed: p.seed,
+          backend,
+          attention: model.attention,
+          names,
+        })
+      : undefined
+  if (shards > 1) hooks.log(`${shards} data-parallel shards (worker threads)`)
   const plan = new BatchPlan(trainSet.count, p.batchSize, p.seed)
-  while (state.step < totalSteps && !state.stoppedEarly) {
-    const step = state.step
-    const started = performance.now()
-    const lr = learningRate(schedule, step)
-    const batches = Array.from({ length: microPerStep }, (_, j) =>
-      makeBatch(trainSet, plan.indices(step * microPerStep + j), p.maxSeqLen),
-    )
-    const targets = batches.reduce((a, b) => a + b.targetCount, 0)
-    let lossSum = 0
-    let grads: tf.Tensor[] | undefined
-    if (targets > 0)
-      batches.forEach((mb, j) => {
-        const masks = dropoutMasks(p.seed, step, j, spec?.dropout ?? 0)
-        const { value, grads: g } = tf.variableGrads(
-          () =>
-            tf.div(
-              model.lossSum(mb.batch, mb.targets, masks ? { loraMask: masks } : {}),
-              targets,
-            ) as tf.Scalar,
-          vars,
+  try {
+    while (state.step < totalSteps && !state.stoppedEarly) {
+      const step = state.step
+      const started = performance.now()
+      const lr = learningRate(schedule, step)
+      // Each micro-batch's rows are split across the shards; shard 0 is this thread.
+      const perShard: ShardTask[][] = Array.from({ length: shards }, () => [])
+      let targets = 0
+      let tokens = 0
+      for (let j = 0; j < microPerStep; j++)
+        splitRows(plan.indices(step * microPerStep + j), shards).forEach(({ rows, offset }, s) => {
+          if (rows.length === 0) return
+          const mb = makeBatch(trainSet, rows, p.maxSeqLen)
+          targets += mb.targetCount
+          tokens += mb.tokens
+          perShard[s]?.push(toTask(mb, j, offset))
+        })
+      let lossSum = 0
+      let grads: tf.Tensor[] | undefined
+      if (targets > 0) {
+        const dropout = spec?.dropout ?? 0
+        const remote = pool?.run(
+          vars.map((v) => v.dataSync() as Float32Array),
+          perShard.slice(1),
+          targets,
+          step,
+          dropout,
         )
-        lossSum += value.dataSync()[0] as number
-        value.dispose()
-        const ordered = vars.map((v) => g[v.name] as tf.Tensor)
-        if (grads === undefined) grads = ordered
-        else {
+        const local = taskGradients(model, vars, perShard[0] ?? [], targets, p.seed, step, dropout)
+        lossSum = local.loss
+        grads = local.grads
+        for (const r of (await remote) ?? []) {
+          lossSum += r.loss
+          if (r.grads === null) continue
+          const g = r.grads
           const prev = grads
-          grads = prev.map((a, i) => tf.add(a, ordered[i] as tf.Tensor))
-          tf.dispose([...prev, ...ordered])
+          grads = vars.map((v, i) =>
+            tf.tidy(() => {
+              const t = tf.tensor(g[i] as Float32Array, v.shape)
+              return prev === undefined ? t : tf.add(prev[i] as tf.Tensor, t)
+            }),
+          )
+          tf.dispose(prev ?? [])
         }
-      })
-    if (!Number.isFinite(lossSum)) {
-      tf.dispose(grads ?? [])
-      throw new TrainError(
-        `training loss is ${lossSum} at step ${step + 1} (learning rate ${lr.toPrecision(4)}): lower the learning rate or check the data`,
-      )
-    }
-    if (grads !== undefined) {
-      const g = grads
-      const norm = tf.tidy(() => tf.sqrt(tf.addN(g.map((t) => tf.sum(tf.square(t)))))).dataSync()[0] as number
-      if (!Number.isFinite(norm)) {
-        tf.dispose(g)
+      }
+      if (!Number.isFinite(lossSum)) {
+        tf.dispose(grads ?? [])
         throw new TrainError(
-          `gradient norm is ${norm} at step ${step + 1} (learning rate ${lr.toPrecision(4)})`,
+          `training loss is ${lossSum} at step ${step + 1} (learning rate ${lr.toPrecision(4)}): lower the learning rate or check the data`,
         )
       }
-      hooks.metric("grad_norm", norm, step + 1)
-      const clipped =
-        p.clipNorm > 0 && norm > p.clipNorm ? g.map((t) => tf.mul(t, p.clipNorm / (norm + 1e-6))) : g
-      optimizer.step(clipped, lr)
-      tf.dispose(clipped === g ? g : [...g, ...clipped])
-    }
-    const seconds = (performance.now() - started) / 1000
-    const tokens = batches.reduce((a, b) => a + b.tokens, 0)
-    state = { ...state, step: step + 1, lastTrainLoss: targets > 0 ? lossSum : state.lastTrainLoss }
-    hooks.metric("train_loss", lossSum, step + 1)
-    hooks.metric("lr", lr, step + 1)
-    hooks.metric("tokens_per_s", tokens / seconds, step + 1)
-    hooks.progress(step + 1, totalSteps, `loss ${lossSum.toFixed(4)}`)
+      if (grads !== undefined) {
+        const g = grads
+        const norm = tf
+          .tidy(() => tf.sqrt(tf.addN(g.map((t) => tf.sum(tf.square(t))))))
+          .dataSync()[0] as number
+        if (!Number.isFinite(norm)) {
+          tf.dispose(g)
+          throw new TrainError(
+            `gradient norm is ${norm} at step ${step + 1} (learning rate ${lr.toPrecision(4)})`,
+          )
+        }
+        hooks.metric("grad_norm", norm, step + 1)
+        const clipped =
+          p.clipNorm > 0 && norm > p.clipNorm ? g.map((t) => tf.mul(t, p.clipNorm / (norm + 1e-6))) : g
+        optimizer.step(clipped, lr)
+        tf.dispose(clipped === g ? g : [...g, ...clipped])
+      }
+      const seconds = (performance.now() - started) / 1000
+      state = { ...state, step: step + 1, lastTrainLoss: targets > 0 ? lossSum : state.lastTrainLoss }
+      hooks.metric("train_loss", lossSum, step + 1)
+      hooks.metric("lr", lr, step + 1)
+      hooks.metric("tokens_per_s", tokens / seconds, step + 1)
+      hooks.progress(step + 1, totalSteps, `loss ${lossSum.toFixed(4)}`)
 
-    const last = state.step === totalSteps
-    if (valSet !== undefined && ((p.evalEvery > 0 && state.step % p.evalEvery === 0) || last))
-      validate(valSet)
-    if (p.checkpointEvery > 0 && state.step % p.checkpointEvery === 0 && !last) checkpoint()
+      const last = state.step === totalSteps
+      if (valSet !== undefined && ((p.evalEvery > 0 && state.step % p.evalEvery === 0) || last))
+        validate(valSet)
+      if (p.checkpointEvery > 0 && state.step % p.checkpointEvery === 0 && !last) checkpoint()
+    }
+  } finally {
+    await pool?.close()
   }
 
   const bestFile = path.join(job.checkpoints, BEST)

@@ -69,8 +69,8 @@ describe("trainer", () => {
     const data = tinySetup()
     const one = quiet()
     const two = quiet()
-    await train(job("full", data, { steps: 1, batchSize: 8, backend: "cpu" }), one)
-    await train(job("full", data, { steps: 1, batchSize: 4, gradAccum: 2, backend: "cpu" }), two)
+    await train(job("full", data, { steps: 1, batchSize: 8, shards: 1, backend: "cpu" }), one)
+    await train(job("full", data, { steps: 1, batchSize: 4, gradAccum: 2, shards: 1, backend: "cpu" }), two)
     for (const name of ["train_loss", "grad_norm"]) {
       const a = one.metrics.find((m) => m[0] === name)?.[1] as number
       const b = two.metrics.find((m) => m[0] === name)?.[1] as number
@@ -78,10 +78,32 @@ describe("trainer", () => {
     }
   })
 
+  test("two data-parallel shards compute the loss and gradient of one, dropout included", async () => {
+    const data = tinySetup()
+    const runs = [quiet(), quiet()]
+    for (const [i, shards] of [1, 2].entries())
+      await train(
+        job("lora", data, { steps: 1, batchSize: 8, dropout: 0.3, shards, backend: "wasm" }),
+        runs[i] as TrainHooks,
+      )
+    expect(runs[1]?.logs).toContain("2 data-parallel shards (worker threads)")
+    for (const name of ["train_loss", "grad_norm"]) {
+      const [a, b] = runs.map((r) => r.metrics.find((m) => m[0] === name)?.[1] as number) as [number, number]
+      expect(Math.abs(a - b)).toBeLessThan(1e-5 * Math.abs(a))
+    }
+  })
+
   test("a NaN or infinite loss stops the step with an error naming the step and the learning rate", async () => {
     const data = tinySetup()
     const run = train(
-      job("full", data, { steps: 20, lr: 1e12, clipNorm: 0, schedule: "constant", backend: "cpu" }),
+      job("full", data, {
+        steps: 20,
+        lr: 1e12,
+        clipNorm: 0,
+        schedule: "constant",
+        shards: 1,
+        backend: "cpu",
+      }),
       quiet(),
     )
     await expect(run).rejects.toThrow(
@@ -91,7 +113,14 @@ describe("trainer", () => {
 
   test("early stopping with patience keeps the best checkpoint", async () => {
     const data = tinySetup()
-    const j = job("lora", data, { steps: 20, evalEvery: 1, patience: 2, minDelta: 1e9, backend: "cpu" })
+    const j = job("lora", data, {
+      steps: 20,
+      evalEvery: 1,
+      patience: 2,
+      minDelta: 1e9,
+      shards: 1,
+      backend: "cpu",
+    })
     const hooks = quiet()
     const result = await train(j, hooks)
     expect(result.stoppedEarly).toBe(true)
@@ -106,7 +135,7 @@ describe("trainer", () => {
 
   test("an interrupted worker resumes from its checkpoint to the weights of an uninterrupted run (cpu)", async () => {
     const data = tinySetup()
-    const params = { steps: 8, batchSize: 4, checkpointEvery: 1, evalEvery: 3, backend: "cpu" }
+    const params = { steps: 8, batchSize: 4, checkpointEvery: 1, evalEvery: 3, shards: 1, backend: "cpu" }
     const whole = job("full", data, params)
     await train(whole, quiet())
 
@@ -136,11 +165,11 @@ describe.skipIf(!haveData)("trainer on stories260K (wasm)", () => {
   const splits = haveData ? gsm8kSplits(tmp("gsm"), 32, 8, 32) : { train: "", validation: "" }
   const data = { base: stories, ...splits }
   const params = {
-    steps: 8,
+    steps: 6,
     batchSize: 4,
     dropout: 0.1,
     checkpointEvery: 2,
-    evalEvery: 4,
+    evalEvery: 3,
     lr: 5e-3,
     backend: "wasm",
   }
@@ -172,7 +201,7 @@ describe.skipIf(!haveData)("trainer on stories260K (wasm)", () => {
         buffered = lines.pop() ?? ""
         for (const line of lines) {
           const m = JSON.parse(line) as { type: string; done?: number }
-          if (m.type === "progress" && (m.done as number) >= 5) {
+          if (m.type === "progress" && (m.done as number) >= 3) {
             child.kill("SIGKILL")
             resolve(m.done as number)
           }
@@ -182,12 +211,12 @@ describe.skipIf(!haveData)("trainer on stories260K (wasm)", () => {
         signal === "SIGKILL" ? undefined : reject(new Error(`exited ${code}`)),
       )
     })
-    expect(killedAt).toBeGreaterThanOrEqual(5)
+    expect(killedAt).toBeGreaterThanOrEqual(3)
     expect(fs.existsSync(cut.output)).toBe(false)
     const hooks = quiet()
     const result = await train(cut, hooks)
-    // Checkpoints every 2 steps: the kill came after step 5, so the last one is at 4 (or 6 if the pipe lagged).
-    expect([4, 6]).toContain(result.resumedFrom)
+    // Checkpoints every 2 steps: the kill came after step 3, so the last one is at 2 (or 4 if the pipe lagged).
+    expect([2, 4]).toContain(result.resumedFrom)
     expect(hooks.logs).toContain(`resumed from the checkpoint at step ${result.resumedFrom}`)
     expect(digest(cut.output)).toBe(digest(whole.output))
   })

@@ -19,7 +19,8 @@ describe.skipIf(!haveData)("train-full, train-lora and train-qlora on GSM8K ques
     validation: artifact("Tokens", splits.validation),
     base: artifact("Model", stories),
   })
-  const common = { steps: 10, batchSize: 8, evalEvery: 5, backend: "wasm" }
+  // One shard each, except train-lora, which runs on the default two.
+  const common = { steps: 10, batchSize: 8, evalEvery: 5, shards: 1, backend: "wasm" }
 
   const fell = (rec: Awaited<ReturnType<typeof runPlugin>>) => {
     const val = series(rec, "val_loss")
@@ -34,7 +35,7 @@ describe.skipIf(!haveData)("train-full, train-lora and train-qlora on GSM8K ques
   }
 
   test("train-lora: loss falls, and the output is a PEFT adapter", async () => {
-    const rec = await runPlugin(trainLora, { ...common, lr: 1e-2 }, inputs())
+    const rec = await runPlugin(trainLora, { ...common, shards: 2, lr: 1e-2 }, inputs())
     fell(rec)
     const dir = rec.outputs.adapter as string
     const cfg = JSON.parse(fs.readFileSync(path.join(dir, "adapter_config.json"), "utf-8"))
