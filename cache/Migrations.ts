@@ -188,4 +188,22 @@ export const migrations: ReadonlyArray<string> = [
   SELECT digest, note, strftime('%Y-%m-%dT%H:%M:%fZ', created_at / 1000.0, 'unixepoch') AS created
   FROM pins;
   `,
+  // 3: lineage_edges names the step an input came from even when a step passes bytes through
+  // unchanged (its input and output then share a digest): the latest producer in the same run
+  // that finished before the consumer started, never the consumer itself.
+  `
+  DROP VIEW v_lineage_edges;
+  CREATE VIEW v_lineage_edges AS
+  SELECT i.digest AS from_digest,
+         (SELECT u.node FROM execution_outputs uo JOIN executions u ON u.id = uo.execution_id
+           WHERE uo.digest = i.digest AND u.run_id = e.run_id AND u.id != e.id
+             AND coalesce(u.finished_at, u.started_at) <= e.started_at
+           ORDER BY coalesce(u.finished_at, u.started_at) DESC, u.id DESC LIMIT 1) AS from_node,
+         i.name AS input, i.position,
+         e.id AS execution, e.run_id AS run, e.node AS node, e.plugin, e.status,
+         o.name AS output, o.digest AS to_digest
+  FROM executions e
+  JOIN execution_inputs i ON i.execution_id = e.id
+  JOIN execution_outputs o ON o.execution_id = e.id;
+  `,
 ]

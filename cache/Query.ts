@@ -9,6 +9,7 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import Database from "better-sqlite3"
+import { migrations } from "./Migrations.ts"
 import { Store } from "./Store.ts"
 
 export class QueryError extends Error {
@@ -104,12 +105,11 @@ export class QueryConnection {
   static open(storeDir: string): QueryConnection {
     const file = path.join(storeDir, "db.sqlite")
     if (!fs.existsSync(file)) throw new QueryError(`no tunegraph store at ${storeDir}: run a pipeline first`)
-    // A store made before the views existed gets them (the only write, and it goes through the migrations).
+    // A store made by an older tunegraph gets the views first (the only write, through the migrations).
     const probe = new Database(file, { readonly: true, fileMustExist: true })
     const version = probe.pragma("user_version", { simple: true }) as number
-    const hasViews = probe.prepare("SELECT 1 FROM sqlite_schema WHERE name = 'v_runs'").get() !== undefined
     probe.close()
-    if (!hasViews && version > 0) Store.open(storeDir).close()
+    if (version < migrations.length) Store.open(storeDir).close()
     const db = new Database(file, { readonly: true, fileMustExist: true })
     db.pragma("busy_timeout = 10000")
     // The short names shadow the tables for this connection only (temp schema is searched first).

@@ -124,6 +124,18 @@ describe("lineage of a step that passes bytes through", () => {
     expect(l.steps.map((s) => s.node)).toEqual(["other", "copy", "shout"])
     expect(l.steps.find((s) => s.node === "copy")!.inputs[0]!.from).toBe("other")
     expect(l.steps.find((s) => s.node === "shout")!.inputs[0]!.from).toBe("copy")
+    const conn = QueryConnection.open(path.join(dir, ".tunegraph"))
+    try {
+      const edges = conn.run(
+        "SELECT from_node, node FROM lineage_edges WHERE node IN ('copy', 'shout') ORDER BY node",
+      )
+      expect(edges.rows).toEqual([
+        ["other", "copy"],
+        ["copy", "shout"],
+      ])
+    } finally {
+      conn.close()
+    }
   })
 })
 
