@@ -14,7 +14,8 @@ describe("quickstart", () => {
     fs.cpSync(path.join(repoRoot, "pipelines"), dir, { recursive: true })
     fs.writeFileSync(path.join(dir, "package.json"), "{}\n")
     const first = runJson(dir, ["quickstart.ts"])
-    expect(first.json.status, first.stderr).toBe("succeeded")
+    const failures = first.json.steps.filter((s) => s.status === "failed").map((s) => `${s.node}: ${s.error}`)
+    expect(first.json.status, `${failures.join("\n")}\n${first.stderr}`).toBe("succeeded")
     expect(first.code).toBe(0)
     expect(ran(first.json)).toHaveLength(first.json.steps.length)
 
