@@ -24,6 +24,52 @@ export const normalizeText = (s: string, caseFold: boolean): string => {
   return t.replace(WS, " ").trim()
 }
 
+/**
+ * Whether UTF-8 text is left as it is by NFKC and holds no non-ASCII
+ * whitespace, judged conservatively from the blocks of its characters: the
+ * common ones (Latin-1 and Latin Extended-A letters, Greek and Cyrillic, dashes and
+ * quotes, kana, CJK ideographs, Hangul syllables, emoji) have no
+ * compatibility mapping and compose with nothing that follows them. Such
+ * text skips the string round trip.
+ */
+export const nfkcStable = (buf: Uint8Array, s: number, e: number): boolean => {
+  for (let i = s; i < e; i++) {
+    const b = buf[i]!
+    if (b < 0x80) continue
+    let cp: number
+    if (b < 0xe0) {
+      cp = ((b & 0x1f) << 6) | (buf[i + 1]! & 0x3f)
+      i += 1
+    } else if (b < 0xf0) {
+      cp = ((b & 0x0f) << 12) | ((buf[i + 1]! & 0x3f) << 6) | (buf[i + 2]! & 0x3f)
+      i += 2
+    } else {
+      cp =
+        ((b & 0x07) << 18) | ((buf[i + 1]! & 0x3f) << 12) | ((buf[i + 2]! & 0x3f) << 6) | (buf[i + 3]! & 0x3f)
+      i += 3
+    }
+    if (cp >= 0xc0 && cp <= 0x17f) {
+      if (cp === 0x132 || cp === 0x133 || cp === 0x13f || cp === 0x140 || cp === 0x149 || cp === 0x17f)
+        return false
+    } else if (
+      !(
+        cp === 0x386 ||
+        (cp >= 0x388 && cp <= 0x3ce) ||
+        (cp >= 0x400 && cp <= 0x4ff) ||
+        cp === 0x2010 ||
+        (cp >= 0x2012 && cp <= 0x2022) ||
+        (cp >= 0x3041 && cp <= 0x3096) ||
+        (cp >= 0x30a1 && cp <= 0x30fa) ||
+        (cp >= 0x4e00 && cp <= 0x9fff) ||
+        (cp >= 0xac00 && cp <= 0xd7a3) ||
+        (cp >= 0x1f300 && cp <= 0x1faff)
+      )
+    )
+      return false
+  }
+  return true
+}
+
 /** Non-ASCII text made ready for the byte loop, which collapses ASCII whitespace itself. */
 const prepare = (s: string, caseFold: boolean): string => {
   let t = s.normalize("NFKC")
@@ -38,7 +84,7 @@ export class Fingerprinter {
   private n = 0
   private readonly fields: TextFields
   private readonly sink = (field: Field, buf: Buffer, s: number, e: number, ascii: boolean) => {
-    if (ascii && !this.caseFold) return this.asciiField(field, buf, s, e)
+    if (!this.caseFold && (ascii || nfkcStable(buf, s, e))) return this.asciiField(field, buf, s, e)
     const n = this.fields.unescape(buf, s, e)
     const data = this.fields.scratch
     if (ascii) this.field(field, data, n)

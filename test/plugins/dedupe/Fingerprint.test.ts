@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { Fingerprinter, normalizeText } from "../../../plugins/dedupe/Fingerprint.ts"
+import { Fingerprinter, nfkcStable, normalizeText } from "../../../plugins/dedupe/Fingerprint.ts"
 import { jaccard, MinHasher } from "../../../plugins/dedupe/MinHash.ts"
 import { type CanonicalRecord, recordLine } from "../../../plugins/ingest/Records.ts"
 
@@ -86,6 +86,10 @@ describe("Fingerprinter", () => {
     expect(fp({ instruction: "a", output: "b" })).not.toBe(fp({ prompt: "a", completion: "b" }))
     expect(fp({ instruction: "a", output: "b", meta: { x: 1 } })).toBe(fp({ instruction: "a", output: "b" }))
     expect(normalizeText("  Ａ\u3000b\n\nc ", false)).toBe("A b c")
+    const stable = Buffer.from("Crème brûlée — “日本” 😀 Жук Ωμέγα 한국")
+    expect(nfkcStable(stable, 0, stable.length)).toBe(true)
+    for (const s of ["ﬁ", "ĳ", "\u00a0", "e\u0301", "…", "Ａ", "\u2011", "ϐ", "\u0387"])
+      expect(nfkcStable(Buffer.from(s), 0, Buffer.byteLength(s)), s).toBe(false)
   })
 
   it("in prompt scope, ignores the answer", () => {
