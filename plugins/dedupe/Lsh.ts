@@ -5,19 +5,18 @@
  * chance of that is 1 - (1 - s^rows)^bands, an S-curve whose midpoint sits
  * near (1/bands)^(1/rows).
  *
- * Each band's values hash to 32 bits; one open-addressing table maps
- * (band, hash) to a chain of the records that had it, all in typed arrays
- * (about 20 bytes per record and band).
+ * Each band's values hash to 32 bits (the band number mixed in). One
+ * open-addressing table holds a (key, record) pair per slot, repeated keys
+ * included, so a lookup walks the probe run collecting the records whose key
+ * matches: 8 bytes per pair, at most 70% full (about 12-23 bytes per record
+ * and band).
  */
 export class Lsh {
   private keys: Uint32Array
-  private heads: Int32Array
+  private records: Int32Array
   private mask: number
   private used = 0
-  private entryRecord = new Int32Array(1 << 12)
-  private entryNext = new Int32Array(1 << 12)
-  private entries = 0
-  /** Records seen per query, to visit each candidate once. */
+  /** The query that last visited each record, to visit each candidate once per query. */
   private stamp = new Int32Array(1 << 12)
   private query = 0
 
@@ -26,7 +25,7 @@ export class Lsh {
     readonly rows: number,
   ) {
     this.keys = new Uint32Array(1 << 12)
-    this.heads = new Int32Array(1 << 12).fill(-1)
+    this.records = new Int32Array(1 << 12).fill(-1)
     this.mask = (1 << 12) - 1
   }
 
@@ -53,15 +52,16 @@ export class Lsh {
   candidates(keys: Uint32Array, visit: (record: number) => boolean): boolean {
     const q = ++this.query
     for (let band = 0; band < keys.length; band++) {
-      let e = this.find(keys[band]!)
-      e = e < 0 ? -1 : this.heads[e]!
-      while (e >= 0) {
-        const rec = this.entryRecord[e]!
-        if (this.stamp[rec] !== q) {
+      const key = keys[band]!
+      let slot = this.home(key)
+      for (;;) {
+        const rec = this.records[slot]!
+        if (rec < 0) break
+        if (this.keys[slot] === key && this.stamp[rec] !== q) {
           this.stamp[rec] = q
           if (visit(rec)) return true
         }
-        e = this.entryNext[e]!
+        slot = (slot + 1) & this.mask
       }
     }
     return false
@@ -69,67 +69,40 @@ export class Lsh {
 
   /** Adds record `record` (numbered 0, 1, 2... in insertion order) under its band keys. */
   add(record: number, keys: Uint32Array): void {
-    if (record >= this.stamp.length) this.stamp = grow(this.stamp, record + 1)
+    if (record >= this.stamp.length) {
+      const bigger = new Int32Array(Math.max(record + 1, this.stamp.length * 2))
+      bigger.set(this.stamp)
+      this.stamp = bigger
+    }
     for (let band = 0; band < keys.length; band++) {
-      if ((this.used + 1) * 2 > this.heads.length) this.rehash()
-      const key = keys[band]!
-      let slot = this.find(key)
-      if (slot < 0) {
-        slot = this.emptySlot(key)
-        this.keys[slot] = key
-        this.used++
-      }
-      if (this.entries === this.entryRecord.length) {
-        this.entryRecord = grow(this.entryRecord, this.entries + 1)
-        this.entryNext = grow(this.entryNext, this.entries + 1)
-      }
-      this.entryRecord[this.entries] = record
-      this.entryNext[this.entries] = this.heads[slot]!
-      this.heads[slot] = this.entries++
+      if ((this.used + 1) * 10 > this.records.length * 7) this.rehash()
+      this.put(keys[band]!, record)
+      this.used++
     }
   }
 
   get bytes(): number {
-    return (
-      this.keys.byteLength + this.heads.byteLength + this.entryRecord.byteLength * 2 + this.stamp.byteLength
-    )
+    return this.keys.byteLength + this.records.byteLength + this.stamp.byteLength
   }
 
-  private find(key: number): number {
-    let slot = (Math.imul(key, 0x9e3779b1) >>> 0) & this.mask
-    for (;;) {
-      if (this.heads[slot]! < 0) return -1
-      if (this.keys[slot] === key) return slot
-      slot = (slot + 1) & this.mask
-    }
+  private home(key: number): number {
+    return (Math.imul(key, 0x9e3779b1) >>> 0) & this.mask
   }
 
-  private emptySlot(key: number): number {
-    let slot = (Math.imul(key, 0x9e3779b1) >>> 0) & this.mask
-    while (this.heads[slot]! >= 0) slot = (slot + 1) & this.mask
-    return slot
+  private put(key: number, record: number): void {
+    let slot = this.home(key)
+    while (this.records[slot]! >= 0) slot = (slot + 1) & this.mask
+    this.keys[slot] = key
+    this.records[slot] = record
   }
 
   private rehash(): void {
     const oldKeys = this.keys
-    const oldHeads = this.heads
-    const cap = oldHeads.length * 2
+    const oldRecords = this.records
+    const cap = oldRecords.length * 2
     this.keys = new Uint32Array(cap)
-    this.heads = new Int32Array(cap).fill(-1)
+    this.records = new Int32Array(cap).fill(-1)
     this.mask = cap - 1
-    for (let i = 0; i < oldHeads.length; i++) {
-      if (oldHeads[i]! < 0) continue
-      const slot = this.emptySlot(oldKeys[i]!)
-      this.keys[slot] = oldKeys[i]!
-      this.heads[slot] = oldHeads[i]!
-    }
+    for (let i = 0; i < oldRecords.length; i++) if (oldRecords[i]! >= 0) this.put(oldKeys[i]!, oldRecords[i]!)
   }
-}
-
-const grow = <T extends Int32Array>(a: T, min: number): T => {
-  let n = a.length * 2
-  while (n < min) n *= 2
-  const b = new Int32Array(n) as T
-  b.set(a)
-  return b
 }
