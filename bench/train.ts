@@ -219,5 +219,9 @@ const main = async () => {
 
 const childSpec = process.argv.indexOf("--child")
 if (childSpec >= 0) {
-  child(JSON.parse(process.argv[childSpec + 1] as string)).catch(() => process.exit(1))
+  child(JSON.parse(process.argv[childSpec + 1] as string)).catch((e) => {
+    // An unavailable backend is an expected outcome; anything else is reported.
+    if (!(e instanceof Error && e.name === "BackendError")) console.error(e)
+    process.exit(1)
+  })
 } else await main()

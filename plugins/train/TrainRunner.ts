@@ -27,8 +27,11 @@ const sourceEntry = (name: string): string | undefined => {
   for (let dir = here; ; dir = path.dirname(dir)) {
     for (const candidate of [path.join(dir, `${name}.ts`), path.join(dir, "plugins", "train", `${name}.ts`)])
       if (fs.existsSync(candidate)) return candidate
-    if (path.dirname(dir) === dir) return undefined
+    if (path.dirname(dir) === dir) break
   }
+  // A script bundled elsewhere (a benchmark in /tmp) run from the repository root.
+  const fromCwd = path.join(process.cwd(), "plugins", "train", `${name}.ts`)
+  return fs.existsSync(fromCwd) ? fromCwd : undefined
 }
 
 const cacheDir = (from: string): string => {

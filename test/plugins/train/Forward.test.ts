@@ -3,7 +3,7 @@ import * as path from "node:path"
 import * as tf from "@tensorflow/tfjs-core"
 import { describe, expect, test } from "vitest"
 import { initBackend } from "../../../plugins/train/Backend.ts"
-import { generate, sequenceLogits } from "../../../plugins/train/Generate.ts"
+import { generate, inferenceModel, logLikelihood, sequenceLogits } from "../../../plugins/train/Generate.ts"
 import { LlamaModel } from "../../../plugins/train/Llama.ts"
 import { loadModel } from "../../../plugins/train/ModelIO.ts"
 import { llama2cText, readScalarModel, ScalarRunner, scalarGreedy } from "./ScalarLlama.ts"
@@ -41,6 +41,26 @@ describe.skipIf(!fs.existsSync(bin))("Llama forward pass on stories260K", () => 
       expect(tf.memory().numTensors).toBeLessThan(5)
     })
   }
+
+  test("log-likelihood of labelled tokens matches the scalar reference's log-softmax", async () => {
+    await initBackend("wasm")
+    const ids = [1, 403, 407, 261, 378, 432, 383, 286, 261, 376]
+    const labels = ids.map((id, i) => (i < 4 ? -100 : id)) // the first tokens are a masked prompt
+    const runner = new ScalarRunner(scalar as NonNullable<typeof scalar>)
+    let want = 0
+    for (let pos = 0; pos + 1 < ids.length; pos++) {
+      const logits = runner.forward(ids[pos] as number, pos)
+      if ((labels[pos + 1] as number) === -100) continue
+      const max = Math.max(...logits)
+      const lse = max + Math.log(logits.reduce((a, x) => a + Math.exp(x - max), 0))
+      want += (logits[ids[pos + 1] as number] as number) - lse
+    }
+    const model = inferenceModel(loadModel(bin))
+    const got = logLikelihood(model, ids, labels)
+    model.dispose()
+    expect(got.count).toBe(6)
+    expect(Math.abs(got.sum - want)).toBeLessThan(1e-3)
+  })
 
   test("greedy generation from BOS reproduces llama2.c's 200-step story", async () => {
     await initBackend("wasm")

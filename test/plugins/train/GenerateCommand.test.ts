@@ -3,7 +3,15 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { describe, expect, test } from "vitest"
 import { generateCommand } from "../../../plugins/train/GenerateCommand.ts"
+import {
+  type LoraPair,
+  mergeAdapter,
+  moduleWeight,
+  readAdapter,
+  writeAdapter,
+} from "../../../plugins/train/Lora.ts"
 import { loadModel, saveHfModel } from "../../../plugins/train/ModelIO.ts"
+import { Rng } from "../../../plugins/train/Rng.ts"
 import { llama2cText, readScalarModel, scalarGreedy } from "./ScalarLlama.ts"
 
 const data = path.resolve(import.meta.dirname, "../../../../shared/data/model/stories260K")
@@ -67,6 +75,41 @@ describe.skipIf(!fs.existsSync(bin))("tunegraph generate", () => {
     expect(a.stdout.equals(b.stdout)).toBe(true)
     const c = await run([...args.slice(0, -3), "43", "--max-tokens", "20"])
     expect(c.stdout.equals(a.stdout)).toBe(false)
+  })
+
+  test("--adapter applies a PEFT adapter: the same text as the merged model saved as a Hugging Face directory", async () => {
+    const base = loadModel(bin)
+    const rng = new Rng(5)
+    const pairs = new Map<string, LoraPair>()
+    for (let l = 0; l < base.config.nLayers; l++)
+      for (const m of ["q_proj", "v_proj"] as const) {
+        const w = moduleWeight(l, m)
+        const [out, inn] = base.weights.get(w)?.shape as [number, number]
+        const rand = (n: number) => Float32Array.from({ length: n }, () => (rng.next() - 0.5) * 0.5)
+        pairs.set(w, {
+          a: { shape: [4, inn], data: rand(4 * inn) },
+          b: { shape: [out, 4], data: rand(out * 4) },
+        })
+      }
+    const adapter = {
+      spec: { r: 4, alpha: 8, dropout: 0, targets: ["q_proj", "v_proj"] as const, rslora: false },
+      pairs,
+      baseModel: "stories260K.bin",
+    }
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "adapter-"))
+    writeAdapter(dir, { ...adapter, spec: { ...adapter.spec, targets: [...adapter.spec.targets] } })
+    const merged = fs.mkdtempSync(path.join(os.tmpdir(), "merged-"))
+    saveHfModel(merged, mergeAdapter(base, readAdapter(dir)))
+    const args = ["--max-tokens", "40", "--prompt", "Lily"]
+    const plain = await run(["--model", bin, ...args])
+    const withAdapter = await run(["--model", bin, "--adapter", dir, ...args])
+    const fromMerged = await run(["--model", merged, ...args])
+    expect(withAdapter.code).toBe(0)
+    expect(withAdapter.stdout.equals(fromMerged.stdout)).toBe(true)
+    expect(withAdapter.stdout.equals(plain.stdout)).toBe(false)
+    const wrong = await run(["--model", bin, "--adapter", merged])
+    expect(wrong.code).toBe(1)
+    expect(wrong.stderr).toMatch(/no adapter_config.json/)
   })
 
   test("fails clearly on bad input", async () => {

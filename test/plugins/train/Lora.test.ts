@@ -6,6 +6,7 @@ import { beforeAll, describe, expect, test } from "vitest"
 import { initBackend } from "../../../plugins/train/Backend.ts"
 import { LlamaModel, type TokenBatch } from "../../../plugins/train/Llama.ts"
 import { type LoraSpec, mergeAdapter, readAdapter, writeAdapter } from "../../../plugins/train/Lora.ts"
+import { loadModel, saveHfModel } from "../../../plugins/train/ModelIO.ts"
 import { Rng } from "../../../plugins/train/Rng.ts"
 import { randomIds, randomWeights, tinyConfig } from "./Tiny.ts"
 
@@ -207,6 +208,19 @@ describe("LoRA", () => {
     const base = new LlamaModel(config, weights, { mode: "frozen" })
     expect(Math.max(...logitsOf(base).map((x, i) => Math.abs(x - (a[i] as number))))).toBeGreaterThan(1e-2)
     for (const m of [unmerged, plain, base]) m.dispose()
+  })
+
+  test("an untied model saves to and loads from a Hugging Face directory unchanged", () => {
+    const c = tinyConfig({ tiedEmbeddings: false })
+    const w = randomWeights(c, 8)
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "untied-"))
+    saveHfModel(dir, { config: c, weights: w })
+    const back = loadModel(dir)
+    expect(back.config).toEqual(c)
+    for (const [name, t] of w) expect(back.weights.get(name)?.data).toEqual(t.data)
+    expect(JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf-8")).tie_word_embeddings).toBe(
+      false,
+    )
   })
 
   test("rsLoRA scales by alpha/√r", () => {
