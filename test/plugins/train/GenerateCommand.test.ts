@@ -12,6 +12,7 @@ import {
 } from "../../../plugins/train/Lora.ts"
 import { loadModel, saveHfModel } from "../../../plugins/train/ModelIO.ts"
 import { Rng } from "../../../plugins/train/Rng.ts"
+import type { HostTensor } from "../../../plugins/train/Safetensors.ts"
 import { llama2cText, readScalarModel, scalarGreedy } from "./ScalarLlama.ts"
 
 const data = path.resolve(import.meta.dirname, "../../../../shared/data/model/stories260K")
@@ -84,7 +85,7 @@ describe.skipIf(!fs.existsSync(bin))("tunegraph generate", () => {
     for (let l = 0; l < base.config.nLayers; l++)
       for (const m of ["q_proj", "v_proj"] as const) {
         const w = moduleWeight(l, m)
-        const [out, inn] = base.weights.get(w)?.shape as [number, number]
+        const [out, inn] = (base.weights.get(w) as HostTensor).shape as [number, number]
         const rand = (n: number) => Float32Array.from({ length: n }, () => (rng.next() - 0.5) * 0.5)
         pairs.set(w, {
           a: { shape: [4, inn], data: rand(4 * inn) },
