@@ -154,8 +154,13 @@ export class Mapper {
     if (has("prompt") || has("completion")) return "completion"
     if (has("instruction") || has("output")) return "instruction"
     if (has("text")) return "completion"
+    const absent = Object.keys(this.options.rename).filter((from) => get(view, from.split(".")) === undefined)
     return {
-      message: `cannot tell the kind of record from its fields (${Object.keys(view).join(", ")}): expected instruction/output, prompt/completion, messages or text; set kind and rename fields, e.g. rename: { question: "instruction", answer: "output" }`,
+      message:
+        `cannot tell the kind of record from its fields (${Object.keys(view).join(", ")}): ` +
+        (absent.length > 0
+          ? `the renamed field(s) ${absent.map((a) => `"${a}"`).join(", ")} are not in the record`
+          : `expected instruction/output, prompt/completion, messages or text; set kind and rename fields, e.g. rename: { question: "instruction", answer: "output" }`),
     }
   }
 

@@ -86,6 +86,14 @@ describe("Mapper", () => {
     expect(missing.message).toContain('rename: { <field>: "output" }')
   })
 
+  it("says when renamed fields are not in the record", () => {
+    const { problem } = map(
+      { instruction: "i", output: "o" },
+      { rename: { question: "instruction", answer: "output" } },
+    )
+    expect(problem?.message).toContain('the renamed field(s) "question", "answer" are not in the record')
+  })
+
   it("expands nested instances, merged over the parent's fields, all or nothing", () => {
     const task = {
       id: "t1",
