@@ -49,5 +49,5 @@ describe("quickstart", () => {
     expect(ran(runJson(dir, ["quickstart.ts"]).json)).toEqual([])
     const changed = runJson(dir, ["quickstart.ts", "--set", "eval.maxExamples=4"])
     expect(ran(changed.json)).toEqual(["eval"])
-  })
+  }, 900_000)
 })

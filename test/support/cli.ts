@@ -26,7 +26,7 @@ export const cli = (
     cwd,
     env: { ...process.env, NO_COLOR: "1", ...env },
     encoding: "utf8",
-    timeout: 300_000,
+    timeout: 900_000,
   })
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
 }
