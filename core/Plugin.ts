@@ -102,11 +102,12 @@ export interface PluginOptions<
   readonly fingerprint?: string
   /** Source folders (relative to the package root) whose hash is this plugin's fingerprint. */
   readonly code?: ReadonlyArray<string>
-  // biome-ignore lint/suspicious/noConfusingVoidType: a step with nothing to say about its outputs returns Effect.void
-  readonly run: (
-    ctx: StepContext<P["Type"], I, O>,
-  ) => Effect.Effect<OutputMeta<O> | undefined | void, Failure>
+  readonly run: (ctx: StepContext<P["Type"], I, O>) => Effect.Effect<RunResult<O>, Failure>
 }
+
+/** What a step's Effect yields: metadata per output, or nothing (Effect.void). */
+// biome-ignore lint/suspicious/noConfusingVoidType: a step with nothing to say about its outputs returns Effect.void
+export type RunResult<O extends Record<string, ArtifactKind>> = OutputMeta<O> | undefined | void
 
 declare const __TUNEGRAPH_CODE_HASHES__: Record<string, string> | undefined
 
