@@ -16,6 +16,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core"
 import { matmul, transposeLast } from "./Ops.ts"
+import { type SimdKernels, simdKernels } from "./Simd.ts"
 
 type T = tf.Tensor
 
@@ -206,14 +207,23 @@ const backwardJs = (
           const po = ((b * H + h) * S + i) * K
           // Σ_j p_j dP_j = dO · O, so the softmax gradient needs one dot per row.
           const rowDot = dot(gh, i * hd, oh, i * hd, hd)
+          const io = i * hd
           for (let j = lo; j <= hi; j++) {
             const p = probs[po + j] as number
-            const dp = dot(gh, i * hd, vh, j * hd, hd)
-            axpy(dvh, j * hd, p, gh, i * hd, hd)
+            const jo = j * hd
+            // One pass for dP (a dot with v) and dV (an update by dO), one for dQ and dK.
+            let dp = 0
+            for (let x = 0; x < hd; x++) {
+              const g = gh[io + x] as number
+              dp += g * (vh[jo + x] as number)
+              dvh[jo + x] = (dvh[jo + x] as number) + p * g
+            }
             const ds = p * (dp - rowDot) * scale
             if (ds === 0) continue
-            axpy(dqh, i * hd, ds, kh, j * hd, hd)
-            axpy(dkh, j * hd, ds, qh, i * hd, hd)
+            for (let x = 0; x < hd; x++) {
+              dqh[io + x] = (dqh[io + x] as number) + ds * (kh[jo + x] as number)
+              dkh[jo + x] = (dkh[jo + x] as number) + ds * (qh[io + x] as number)
+            }
           }
         }
         scatterHead(dqh, b, S, H, h, hd, dq)
@@ -224,25 +234,190 @@ const backwardJs = (
   return { dq, dk, dv }
 }
 
-/** Attention computed in JavaScript on the host arrays (CPU backends). */
-export const attentionJs = (q: T, k: T, v: T, mask: AttentionMask): T => {
+/** Copies head `head` of x [B, n, heads, hd] (batch row b) into heap[at..] as [n, hd]. */
+const gatherTo = (
+  x: Float32Array,
+  b: number,
+  n: number,
+  heads: number,
+  head: number,
+  hd: number,
+  heap: Float32Array,
+  at: number,
+) => {
+  for (let r = 0; r < n; r++)
+    heap.set(
+      x.subarray(((b * n + r) * heads + head) * hd, ((b * n + r) * heads + head + 1) * hd),
+      at + r * hd,
+    )
+}
+
+/** Copies heap[at..] as [n, hd] into head `head` of x [B, n, heads, hd]. */
+const scatterFrom = (
+  heap: Float32Array,
+  at: number,
+  b: number,
+  n: number,
+  heads: number,
+  head: number,
+  hd: number,
+  x: Float32Array,
+) => {
+  for (let r = 0; r < n; r++)
+    x.set(heap.subarray(at + r * hd, at + (r + 1) * hd), ((b * n + r) * heads + head) * hd)
+}
+
+/** forwardJs with the O(n·hd) loops in WebAssembly SIMD (rowDots, weightedSum). */
+const forwardSimd = (
+  simd: SimdKernels,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  d: Dims,
+  mask: AttentionMask,
+): Saved => {
+  const { B, S, K, H, KV, hd } = d
+  const G = H / KV
+  const scale = 1 / Math.sqrt(hd)
+  const past = mask.past
+  const out = new Float32Array(B * S * H * hd)
+  const probs = new Float32Array(B * H * S * K)
+  const starts = new Int32Array(B * S)
+  for (let b = 0; b < B; b++) for (let i = 0; i < S; i++) starts[b * S + i] = firstKey(mask, b, i, S)
+  const kAt = 0
+  const vAt = kAt + K * hd
+  const qAt = vAt + K * hd
+  const oAt = qAt + S * hd
+  const sAt = oAt + S * hd
+  const heap = simd.heap(sAt + K)
+  for (let b = 0; b < B; b++)
+    for (let kv = 0; kv < KV; kv++) {
+      gatherTo(k, b, K, KV, kv, hd, heap, kAt)
+      gatherTo(v, b, K, KV, kv, hd, heap, vAt)
+      for (let h = kv * G; h < (kv + 1) * G; h++) {
+        gatherTo(q, b, S, H, h, hd, heap, qAt)
+        for (let i = 0; i < S; i++) {
+          const lo = starts[b * S + i] as number
+          const n = past + i - lo + 1
+          simd.rowDots((qAt + i * hd) * 4, (kAt + lo * hd) * 4, sAt * 4, n, hd)
+          let max = Number.NEGATIVE_INFINITY
+          for (let t = 0; t < n; t++) max = Math.max(max, (heap[sAt + t] as number) * scale)
+          let sum = 0
+          for (let t = 0; t < n; t++) {
+            const e = Math.exp((heap[sAt + t] as number) * scale - max)
+            heap[sAt + t] = e
+            sum += e
+          }
+          const po = ((b * H + h) * S + i) * K + lo
+          for (let t = 0; t < n; t++) {
+            const p = (heap[sAt + t] as number) / sum
+            heap[sAt + t] = p
+            probs[po + t] = p
+          }
+          simd.weightedSum(sAt * 4, (vAt + lo * hd) * 4, (oAt + i * hd) * 4, n, hd)
+        }
+        scatterFrom(heap, oAt, b, S, H, h, hd, out)
+      }
+    }
+  return { out, probs, starts }
+}
+
+/** backwardJs with the O(n·hd) loops in WebAssembly SIMD. */
+const backwardSimd = (
+  simd: SimdKernels,
+  dOut: Float32Array,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  saved: Saved,
+  d: Dims,
+  past: number,
+) => {
+  const { B, S, K, H, KV, hd } = d
+  const G = H / KV
+  const scale = 1 / Math.sqrt(hd)
+  const dq = new Float32Array(q.length)
+  const dk = new Float32Array(k.length)
+  const dv = new Float32Array(v.length)
+  const { probs, starts, out } = saved
+  const kAt = 0
+  const vAt = kAt + K * hd
+  const dkAt = vAt + K * hd
+  const dvAt = dkAt + K * hd
+  const qAt = dvAt + K * hd
+  const gAt = qAt + S * hd
+  const oAt = gAt + S * hd
+  const dqAt = oAt + S * hd
+  const dpAt = dqAt + S * hd
+  const pAt = dpAt + K
+  const dsAt = pAt + K
+  const heap = simd.heap(dsAt + K)
+  for (let b = 0; b < B; b++)
+    for (let kv = 0; kv < KV; kv++) {
+      gatherTo(k, b, K, KV, kv, hd, heap, kAt)
+      gatherTo(v, b, K, KV, kv, hd, heap, vAt)
+      heap.fill(0, dkAt, dvAt + K * hd)
+      for (let h = kv * G; h < (kv + 1) * G; h++) {
+        gatherTo(q, b, S, H, h, hd, heap, qAt)
+        gatherTo(dOut, b, S, H, h, hd, heap, gAt)
+        gatherTo(out, b, S, H, h, hd, heap, oAt)
+        for (let i = 0; i < S; i++) {
+          const lo = starts[b * S + i] as number
+          const n = past + i - lo + 1
+          const io = i * hd
+          // Σ_j p_j dP_j = dO · O, so the softmax gradient needs one dot per row.
+          simd.rowDots((gAt + io) * 4, (oAt + io) * 4, dpAt * 4, 1, hd)
+          const rowDot = heap[dpAt] as number
+          simd.rowDots((gAt + io) * 4, (vAt + lo * hd) * 4, dpAt * 4, n, hd)
+          const po = ((b * H + h) * S + i) * K + lo
+          for (let t = 0; t < n; t++) {
+            const p = probs[po + t] as number
+            heap[pAt + t] = p
+            heap[dsAt + t] = p * ((heap[dpAt + t] as number) - rowDot) * scale
+          }
+          simd.rank1((dvAt + lo * hd) * 4, pAt * 4, (gAt + io) * 4, n, hd)
+          simd.weightedSum(dsAt * 4, (kAt + lo * hd) * 4, (dqAt + io) * 4, n, hd)
+          simd.rank1((dkAt + lo * hd) * 4, dsAt * 4, (qAt + io) * 4, n, hd)
+        }
+        scatterFrom(heap, dqAt, b, S, H, h, hd, dq)
+      }
+      scatterFrom(heap, dkAt, b, K, KV, kv, hd, dk)
+      scatterFrom(heap, dvAt, b, K, KV, kv, hd, dv)
+    }
+  return { dq, dk, dv }
+}
+
+/**
+ * Attention computed on the host arrays (CPU backends): with WebAssembly
+ * SIMD kernels when `simd` is given and the head size is a multiple of 4,
+ * in plain JavaScript otherwise.
+ */
+export const attentionJs = (q: T, k: T, v: T, mask: AttentionMask, simd: SimdKernels | null = null): T => {
   const d = dims(q, k)
+  const kernels = simd !== null && d.hd % 4 === 0 ? simd : null
   const f = tf.customGrad(((qq: T, kk: T, vv: T, save: (t: T[]) => void) => {
     const qa = qq.dataSync() as Float32Array
     const ka = kk.dataSync() as Float32Array
     const va = vv.dataSync() as Float32Array
-    const fwd = forwardJs(qa, ka, va, d, mask)
+    const fwd = kernels ? forwardSimd(kernels, qa, ka, va, d, mask) : forwardJs(qa, ka, va, d, mask)
     save([])
     return {
       value: tf.tensor(fwd.out, qq.shape),
       gradFunc: (dy: T) => {
-        const g = backwardJs(dy.dataSync() as Float32Array, qa, ka, va, fwd, d, mask.past)
-        return [tf.tensor(g.dq, q.shape), tf.tensor(g.dk, k.shape), tf.tensor(g.dv, v.shape)]
+        const g = dy.dataSync() as Float32Array
+        const r = kernels
+          ? backwardSimd(kernels, g, qa, ka, va, fwd, d, mask.past)
+          : backwardJs(g, qa, ka, va, fwd, d, mask.past)
+        return [tf.tensor(r.dq, q.shape), tf.tensor(r.dk, k.shape), tf.tensor(r.dv, v.shape)]
       },
     }
   }) as never) as unknown as (a: T, b: T, c: T) => T
   return f(q, k, v)
 }
+
+/** Attention with the WebAssembly SIMD kernels (falls back to plain JavaScript without them). */
+export const attentionSimd = (q: T, k: T, v: T, mask: AttentionMask): T =>
+  attentionJs(q, k, v, mask, simdKernels())
 
 /** The additive mask [B|1, 1, G·S, K]: 0 where visible, -1e9 elsewhere, repeated for each of G query heads. */
 const additiveMask = (d: Dims, mask: AttentionMask): T => {

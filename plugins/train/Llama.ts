@@ -12,7 +12,7 @@
  *   frozen  nothing trains (generation, evaluation)
  */
 import * as tf from "@tensorflow/tfjs-core"
-import { type AttentionMask, attentionJs, attentionTf } from "./Attention.ts"
+import { type AttentionMask, attentionJs, attentionSimd, attentionTf } from "./Attention.ts"
 import { EMBED, FINAL_NORM, headDim, type LlamaConfig, LM_HEAD, layerNames } from "./LlamaConfig.ts"
 import {
   LORA_MODULES,
@@ -116,8 +116,11 @@ export interface ModelOptions {
   readonly loraWeights?: ReadonlyMap<string, LoraPair>
   /** Seed of the LoRA A initialisation. */
   readonly seed?: number
-  /** Attention in JavaScript loops ("js", the CPU backends' default) or tensor ops ("tf"). */
-  readonly attention?: "js" | "tf"
+  /**
+   * Attention on the host with WebAssembly SIMD kernels ("simd", the CPU backends' default), in
+   * JavaScript loops ("js"), or in tensor ops ("tf", the native backends' default).
+   */
+  readonly attention?: "simd" | "js" | "tf"
 }
 
 export class LlamaModel {
@@ -129,7 +132,7 @@ export class LlamaModel {
   private readonly lmHead: Linear | undefined
   private readonly layers: Layer[] = []
   private readonly swap: T
-  readonly attention: "js" | "tf"
+  readonly attention: "simd" | "js" | "tf"
   /** Trainable variables by name (HF names for full, PEFT-style names for LoRA), in a fixed order. */
   readonly variables = new Map<string, tf.Variable>()
 
@@ -137,7 +140,7 @@ export class LlamaModel {
     this.config = config
     this.mode = options.mode
     this.lora = options.lora
-    this.attention = options.attention ?? (["wasm", "cpu"].includes(tf.getBackend()) ? "js" : "tf")
+    this.attention = options.attention ?? (["wasm", "cpu"].includes(tf.getBackend()) ? "simd" : "tf")
     this.swap = halfSwap(headDim(config))
     const full = options.mode === "full"
     const get = (name: string): HostTensor => {
@@ -232,7 +235,7 @@ export class LlamaModel {
     const past = options.cache?.length ?? 0
     const { cos, sin } = this.ropeTables(batch, past)
     const mask: AttentionMask = { past, ...(batch.segments ? { segments: batch.segments } : {}) }
-    const attention = this.attention === "js" ? attentionJs : attentionTf
+    const attention = { simd: attentionSimd, js: attentionJs, tf: attentionTf }[this.attention]
     const ids = tf.tensor(batch.ids, [B * S], "int32")
     let x = this.mode === "full" ? embedding(this.embed, ids) : tf.gather(this.embed, ids)
     for (let i = 0; i < this.layers.length; i++) {

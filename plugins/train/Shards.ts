@@ -105,7 +105,7 @@ export interface ShardInit {
   readonly lora?: LoraSpec
   readonly seed: number
   readonly backend: string
-  readonly attention: "js" | "tf"
+  readonly attention: "simd" | "js" | "tf"
   readonly names: ReadonlyArray<string>
 }
 

@@ -17,8 +17,9 @@ describe.skipIf(!fs.existsSync(bin))("Llama forward pass on stories260K", () => 
   const scalar = fs.existsSync(bin) ? readScalarModel(bin) : undefined
 
   for (const [backend, attention] of [
+    ["wasm", "simd"],
     ["wasm", "js"],
-    ["cpu", "js"],
+    ["cpu", "simd"],
     ["cpu", "tf"],
   ] as const) {
     test(`logits match the scalar llama2.c reference within 1e-4 (${backend}, ${attention} attention)`, async () => {

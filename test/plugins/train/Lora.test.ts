@@ -151,13 +151,13 @@ describe("LoRA", () => {
     m.dispose()
   })
 
-  test("JavaScript and tensor-op attention agree on outputs and gradients, packed sequences included", () => {
+  test("SIMD, JavaScript and tensor-op attention agree on outputs and gradients, packed sequences included", () => {
     const packed: TokenBatch = {
       ...batch,
       segments: Int32Array.from({ length: B * S }, (_, i) => (i % S < 2 ? 0 : 1)),
       positions: Int32Array.from({ length: B * S }, (_, i) => (i % S < 2 ? i % S : (i % S) - 2)),
     }
-    const run = (attention: "js" | "tf") => {
+    const run = (attention: "simd" | "js" | "tf") => {
       const m = new LlamaModel(config, weights, { mode: "full", attention })
       const names = [...m.variables.keys()]
       const { value, grads } = tf.variableGrads(
