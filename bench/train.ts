@@ -6,7 +6,8 @@
  *
  * Reproduce (from the repository root):
  *   npx esbuild bench/train.ts --bundle --platform=node --format=esm \
- *     --packages=external --outfile=/tmp/train-bench.mjs && node /tmp/train-bench.mjs [--backends wasm,cpu] [--steps 6]
+ *     --packages=external --outfile=node_modules/.cache/train-bench.mjs && node node_modules/.cache/train-bench.mjs \
+ *     [--backends wasm,cpu] [--configs stories,dim128,dim256] [--kinds full,lora,qlora] [--shards 2] [--steps 6]
  *
  * Configurations: stories260K (the real llama2.c model, dim 64, 5 layers),
  * dim128 (MEASURED.md's: 4 layers, 4 heads, vocab 512; PyTorch CPU reaches
@@ -73,6 +74,7 @@ const child = async (spec: {
   tokens: string
   backend: string
   steps: number
+  shards?: number
 }) => {
   const { train } = await import("../plugins/train/Trainer.ts")
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "bench-run-"))
@@ -82,6 +84,7 @@ const child = async (spec: {
     maxSeqLen: SEQ,
     checkpointEvery: 0,
     backend: spec.backend,
+    ...(spec.shards ? { shards: spec.shards } : {}),
     r: spec.kind === "full" ? undefined : RANK,
     dropout: spec.kind === "full" ? undefined : 0,
   })
@@ -132,6 +135,9 @@ const main = async () => {
   }
   const backends = (arg("--backends") ?? "tfjs-node-gpu,tfjs-node,wasm,cpu").split(",")
   const steps = Number(arg("--steps") ?? 6)
+  const only = arg("--configs")?.split(",")
+  const kinds = (arg("--kinds") ?? "full,lora,qlora").split(",") as TrainKind[]
+  const shards = arg("--shards")
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "bench-train-"))
   const rng = new Rng(1)
   const configs: Array<{ name: string; base: string; config: LlamaConfig }> = []
@@ -187,13 +193,15 @@ const main = async () => {
   for (const backend of backends) {
     let available = true
     for (const c of configs) {
-      for (const kind of ["full", "lora", "qlora"] as const) {
+      if (only && !only.some((o) => c.name.startsWith(o))) continue
+      for (const kind of kinds) {
         const r = await runChild({
           kind,
           base: c.base,
           tokens,
           backend,
           steps: backend === "cpu" ? Math.min(steps, 3) : steps,
+          ...(shards ? { shards: Number(shards) } : {}),
         })
         if (r === undefined) {
           console.log(`| all | ${backend} | all | unavailable | | | |`)
