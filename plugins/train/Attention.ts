@@ -301,17 +301,22 @@ const forwardSimd = (
           const n = past + i - lo + 1
           simd.rowDots((qAt + i * hd) * 4, (kAt + lo * hd) * 4, sAt * 4, n, hd)
           let max = Number.NEGATIVE_INFINITY
-          for (let t = 0; t < n; t++) max = Math.max(max, (heap[sAt + t] as number) * scale)
+          for (let t = sAt; t < sAt + n; t++) {
+            const x = heap[t] as number
+            if (x > max) max = x
+          }
+          max *= scale
           let sum = 0
-          for (let t = 0; t < n; t++) {
-            const e = Math.exp((heap[sAt + t] as number) * scale - max)
-            heap[sAt + t] = e
+          for (let t = sAt; t < sAt + n; t++) {
+            const e = Math.exp((heap[t] as number) * scale - max)
+            heap[t] = e
             sum += e
           }
-          const po = ((b * H + h) * S + i) * K + lo
-          for (let t = 0; t < n; t++) {
-            const p = (heap[sAt + t] as number) / sum
-            heap[sAt + t] = p
+          const inv = 1 / sum
+          const po = ((b * H + h) * S + i) * K + lo - sAt
+          for (let t = sAt; t < sAt + n; t++) {
+            const p = (heap[t] as number) * inv
+            heap[t] = p
             probs[po + t] = p
           }
           simd.weightedSum(sAt * 4, (vAt + lo * hd) * 4, (oAt + i * hd) * 4, n, hd)
