@@ -15,7 +15,8 @@ export const trainFull = definePlugin({
   params: FullParams,
   inputs: { train: Tokens, validation: optional(Tokens), base: Model },
   outputs: { model: Model },
-  resources: { gpu: true, cpu: 1 },
+  // Two data-parallel shards on the CPU backends by default (params.shards).
+  resources: { gpu: true, cpu: 2 },
   code: ["plugins/train", "plugins/train-full"],
   run: (ctx) =>
     Effect.flatMap(

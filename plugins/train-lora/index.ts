@@ -15,7 +15,8 @@ export const trainLora = definePlugin({
   params: LoraParams,
   inputs: { train: Tokens, validation: optional(Tokens), base: Model },
   outputs: { adapter: Adapter },
-  resources: { gpu: true, cpu: 1 },
+  // Two data-parallel shards on the CPU backends by default (params.shards).
+  resources: { gpu: true, cpu: 2 },
   code: ["plugins/train", "plugins/train-lora"],
   run: (ctx) =>
     Effect.flatMap(

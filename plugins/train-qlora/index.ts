@@ -16,7 +16,8 @@ export const trainQlora = definePlugin({
   params: LoraParams,
   inputs: { train: Tokens, validation: optional(Tokens), base: Model },
   outputs: { adapter: Adapter },
-  resources: { gpu: true, cpu: 1 },
+  // Two data-parallel shards on the CPU backends by default (params.shards).
+  resources: { gpu: true, cpu: 2 },
   code: ["plugins/train", "plugins/train-qlora"],
   run: (ctx) =>
     Effect.flatMap(
