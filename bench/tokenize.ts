@@ -135,13 +135,20 @@ const csvColumn = (file: string, column: string): string[] => {
   for (let i = 0; i < text.length; i++) {
     const c = text[i]!
     if (quoted) {
-      if (c === '"' && text[i + 1] === '"') (field += '"'), i++
-      else if (c === '"') quoted = false
+      if (c === '"' && text[i + 1] === '"') {
+        field += '"'
+        i++
+      } else if (c === '"') quoted = false
       else field += c
     } else if (c === '"') quoted = true
-    else if (c === ",") rows[rows.length - 1]!.push(field), (field = "")
-    else if (c === "\n") rows[rows.length - 1]!.push(field), (field = ""), rows.push([])
-    else if (c !== "\r") field += c
+    else if (c === ",") {
+      rows[rows.length - 1]!.push(field)
+      field = ""
+    } else if (c === "\n") {
+      rows[rows.length - 1]!.push(field)
+      field = ""
+      rows.push([])
+    } else if (c !== "\r") field += c
   }
   const col = rows[0]!.indexOf(column)
   return rows.slice(1).flatMap((r) => (r[col] ? [r[col]!] : []))
@@ -270,7 +277,7 @@ const main = async () => {
     )
   }
   console.log(
-    `\n${RUNS} run(s) each, median shown. Reproduce: TOKENIZE_BENCH_MB=${MB} TOKENIZE_BENCH_RUNS=${RUNS} npx tsx bench/tokenize.ts`,
+    `\n${RUNS} run(s) each, median shown. Reproduce: TOKENIZE_BENCH_MB=${Math.round(size / 1e6)} TOKENIZE_BENCH_RUNS=${RUNS} npx tsx bench/tokenize.ts`,
   )
   if (dir) fs.rmSync(dir, { recursive: true, force: true })
 }

@@ -9,6 +9,7 @@ import {
   bitextRows,
   gpt2Dir,
   gsm8kRecords,
+  hasData,
   runTokenizeStep,
   tmpDir,
   tok512File,
@@ -32,7 +33,7 @@ const sequences = (dir: string) => {
 }
 
 // Real tokenizers and real records from the shared data directory; nothing to test against without them.
-describe.skipIf(!fs.existsSync(gpt2Dir))("tokenize step (GPT-2 tokenizer.json, gsm8k)", () => {
+describe.skipIf(!hasData)("tokenize step (GPT-2 tokenizer.json, gsm8k)", () => {
   const records = gsm8kRecords(200)
   const dir = tmpDir("tokenize")
   const recordsFile = writeRecords(dir, records)
@@ -240,7 +241,7 @@ describe.skipIf(!fs.existsSync(gpt2Dir))("tokenize step (GPT-2 tokenizer.json, g
   })
 })
 
-describe.skipIf(!fs.existsSync(tok512File))("tokenize step (llama2.c tok512.bin)", () => {
+describe.skipIf(!hasData)("tokenize step (llama2.c tok512.bin)", () => {
   it("starts with BOS, gives only the first part the dummy prefix, ends with EOS", async () => {
     const records = gsm8kRecords(40)
     const file = writeRecords(tmpDir("t512"), records)

@@ -3,7 +3,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
 import { Llama2cTokenizer } from "../../../plugins/tokenize/Tok512.ts"
-import { realStrings, tok512File as tokFile } from "./fixtures.ts"
+import { hasData, realStrings, tok512File as tokFile } from "./fixtures.ts"
 
 /**
  * llama2.c's `encode` (run.c), transcribed naively: pieces as byte strings
@@ -73,7 +73,7 @@ const loadReference = (file: string) => {
   }
 }
 
-describe.skipIf(!fs.existsSync(tokFile))("Llama2cTokenizer (tok512.bin)", () => {
+describe.skipIf(!hasData)("Llama2cTokenizer (tok512.bin)", () => {
   const tok = Llama2cTokenizer.fromFile(tokFile)
   const strings = realStrings(300)
   const referenceEncode = loadReference(tokFile)

@@ -3,10 +3,10 @@ import * as path from "node:path"
 import { Tokenizer as HfNative } from "tokenizers"
 import { describe, expect, it } from "vitest"
 import { loadTokenizer } from "../../../plugins/tokenize/Tokenizer.ts"
-import { gpt2Dir, realStrings, tmpDir, tok512File } from "./fixtures.ts"
+import { gpt2Dir, hasData, realStrings, tmpDir, tok512File } from "./fixtures.ts"
 
 // The shared data directory holds the real tokenizers; without it there is nothing real to compare with.
-describe.skipIf(!fs.existsSync(gpt2Dir))("Hugging Face tokenizer.json", () => {
+describe.skipIf(!hasData)("Hugging Face tokenizer.json", () => {
   const strings = realStrings(300)
 
   it("encodes a few hundred real strings exactly as tokenizers' own encoding", async () => {
@@ -72,7 +72,7 @@ describe.skipIf(!fs.existsSync(gpt2Dir))("Hugging Face tokenizer.json", () => {
   })
 })
 
-describe.skipIf(!fs.existsSync(tok512File))("llama2.c tok512.bin through the common interface", () => {
+describe.skipIf(!hasData)("llama2.c tok512.bin through the common interface", () => {
   it("loads from the file or from a directory holding it", async () => {
     const dir = tmpDir("tok512-dir")
     fs.copyFileSync(tok512File, path.join(dir, "tok512.bin"))
