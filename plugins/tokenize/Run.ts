@@ -96,6 +96,8 @@ interface Batch {
 }
 
 const PIPELINE_DEPTH = 2
+/** Native memory behind `tokenizers` encodings is freed only by a JS collection: force one this often (NativeMemory.ts). */
+const COLLECT_EVERY_TOKENS = 2_000_000
 const LINES_KEPT = 20
 
 export const tokenizeRecords = async (
@@ -216,31 +218,46 @@ export const tokenizeRecords = async (
     return { items, texts, continued }
   }
 
+  let sinceCollect = 0
   const consume = (batch: Batch, ids: number[][]) => {
+    for (const x of ids) sinceCollect += x.length
     for (const item of batch.items) {
       const partIds = ids.slice(item.first, item.first + item.parts.length)
       accept(item.line, buildExample(item.parts, partIds, exampleOptions))
     }
   }
 
-  const inflight: Array<{ batch: Batch; ids: Promise<number[][]> }> = []
-  const start = performance.now()
-  let position = 0
-  for await (const lines of readLines(o.recordsFile)) {
-    if (o.signal?.aborted) throw new StepError({ message: "tokenize was interrupted" })
-    const batch = prepare(lines)
-    const ids = tok.encodeBatch(batch.texts, batch.continued)
-    ids.catch(() => undefined) // awaited below; keeps an early failure from being reported as unhandled
-    inflight.push({ batch, ids })
-    if (inflight.length >= PIPELINE_DEPTH) {
-      const next = inflight.shift()!
-      consume(next.batch, await next.ids)
+  // Batch k is parsed and rendered while batch k - 1 is encoded off the main thread.
+  const stream = async () => {
+    const inflight: Array<{ batch: Batch; ids: Promise<number[][]> }> = []
+    let position = 0
+    for await (const lines of readLines(o.recordsFile)) {
+      if (o.signal?.aborted) throw new StepError({ message: "tokenize was interrupted" })
+      const batch = prepare(lines)
+      const ids = tok.encodeBatch(batch.texts, batch.continued)
+      ids.catch(() => undefined) // awaited below; keeps an early failure from being reported as unhandled
+      inflight.push({ batch, ids })
+      if (inflight.length >= PIPELINE_DEPTH) {
+        const next = inflight.shift()!
+        consume(next.batch, await next.ids)
+      }
+      for (const l of lines) position += Buffer.byteLength(l.text) + 1
+      if (tok.type === "huggingface" && sinceCollect >= COLLECT_EVERY_TOKENS) {
+        collectGarbage()
+        sinceCollect = 0
+      }
+      o.progress?.(Math.min(position, totalBytes), totalBytes, `${records} records`)
     }
-    for (const l of lines) position += l.text.length + 1
-    if (tok.type === "huggingface") collectGarbage()
-    o.progress?.(Math.min(position, totalBytes), totalBytes, `${records} records`)
+    for (const next of inflight.splice(0)) consume(next.batch, await next.ids)
   }
-  for (const next of inflight.splice(0)) consume(next.batch, await next.ids)
+
+  const start = performance.now()
+  try {
+    await stream()
+  } catch (e) {
+    writer.abort()
+    throw e
+  }
   packer?.finish()
 
   const meta = writer.close({

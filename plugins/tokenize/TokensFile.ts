@@ -15,6 +15,7 @@ export interface TokensMeta {
   readonly count: number
   readonly tokens: number
   readonly vocabSize: number
+  /** The BOS id every sequence starts with, or null when sequences have no BOS. */
   readonly bosId: number | null
   readonly eosId: number
   readonly padId: number
@@ -67,6 +68,11 @@ class ArrayFile<A extends Uint32Array | Int32Array> {
   close(): void {
     this.flush()
     fs.closeSync(this.fd)
+    this.fd = -1
+  }
+  abort(): void {
+    if (this.fd >= 0) fs.closeSync(this.fd)
+    this.fd = -1
   }
 }
 
@@ -126,6 +132,11 @@ export class TokensWriter {
     this.total += n
     this.sequences++
     this.offsets.push(this.total)
+  }
+
+  /** Closes the files after a failure, leaving no meta.json (the output is incomplete). */
+  abort(): void {
+    for (const f of [this.tokens, this.labels, this.offsets, this.segments]) f?.abort()
   }
 
   /** Flushes and closes the arrays and writes meta.json. */
