@@ -41,9 +41,15 @@ describe.skipIf(!hasData)("tokenize step (GPT-2 tokenizer.json, gsm8k)", () => {
   reference.disableTruncation()
   const encode = async (text: string) =>
     (await reference.encode(text, null, { addSpecialTokens: false })).getIds()
+  // The plain run (alpaca, maxLength 1024, the tokenizer directory) that other runs are compared with.
+  let plain: ReturnType<typeof runTokenizeStep> | undefined
+  const plainRun = () => {
+    plain ??= runTokenizeStep({ maxLength: 1024 }, { records: recordsFile, tokenizer: gpt2Dir })
+    return plain
+  }
 
   it("writes prompt ids + response ids + EOS with the prompt masked, exactly tokenizers' ids", async () => {
-    const run = await runTokenizeStep({ maxLength: 1024 }, { records: recordsFile, tokenizer: gpt2Dir })
+    const run = await plainRun()
     const seqs = sequences(run.tokensDir)
     expect(seqs.length).toBe(records.length)
     for (const [i, r] of records.entries()) {
@@ -85,9 +91,7 @@ describe.skipIf(!hasData)("tokenize step (GPT-2 tokenizer.json, gsm8k)", () => {
   })
 
   it("overflow: fail lists the over-long examples, drop leaves them out, truncate cuts them, all reported", async () => {
-    const full = sequences(
-      (await runTokenizeStep({ maxLength: 1024 }, { records: recordsFile, tokenizer: gpt2Json })).tokensDir,
-    )
+    const full = sequences((await plainRun()).tokensDir)
     const maxLength = 160
     const over = full.filter((s) => s.ids.length > maxLength)
     expect(over.length).toBeGreaterThan(5)
@@ -150,9 +154,7 @@ describe.skipIf(!hasData)("tokenize step (GPT-2 tokenizer.json, gsm8k)", () => {
   })
 
   it("packs short examples into maxLength sequences, segments restarting at each example", async () => {
-    const unpacked = sequences(
-      (await runTokenizeStep({ maxLength: 512 }, { records: recordsFile, tokenizer: gpt2Json })).tokensDir,
-    )
+    const unpacked = sequences((await plainRun()).tokensDir)
     const run = await runTokenizeStep(
       { maxLength: 512, pack: true },
       { records: recordsFile, tokenizer: gpt2Json },
