@@ -22,7 +22,10 @@ describe("quickstart", () => {
     const evalStep = first.json.steps.find((s) => s.node === "eval")!
     const report = evalStep.outputs.report!.replace("sha256:", "")
     const json = JSON.parse(
-      fs.readFileSync(path.join(dir, ".tunegraph/objects", report.slice(0, 2), report.slice(2), "report.json"), "utf8"),
+      fs.readFileSync(
+        path.join(dir, ".tunegraph/objects", report.slice(0, 2), report.slice(2), "report.json"),
+        "utf8",
+      ),
     )
     expect(json.scores.tuned.loss).toBeLessThan(json.scores.base.loss)
     expect(json.scores.tuned.uses_name).toBeGreaterThan(json.scores.base.uses_name)
