@@ -3,7 +3,6 @@
  * 2 bad usage or an invalid pipeline, 130 interrupted.
  */
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import { Cause, Effect, Exit, Fiber } from "effect"
 import { Store } from "../../cache/Store.ts"
@@ -16,6 +15,7 @@ import { SourceError } from "../Sources.ts"
 import { bool, int, list, type Parsed, parseArgs, str, UsageError } from "./Args.ts"
 import { storeDir } from "./Locate.ts"
 import { bold, dim, makeReporter, red, seconds, summaryLine } from "./Output.ts"
+import { defaultCpus, defaultGpus } from "./Slots.ts"
 
 const HELP = `tunegraph: typed, incremental pipelines for LLM fine-tuning
 
@@ -237,22 +237,6 @@ const cmdPlan = async (argv: ReadonlyArray<string>): Promise<number> => {
   const toRun = steps.filter((s) => s.status === "run").length
   process.stdout.write(`${steps.length} steps: ${steps.length - toRun} cached, ${toRun} to run\n`)
   return 0
-}
-
-/** GPU slots: TUNEGRAPH_GPUS, else the NVIDIA devices the driver lists. */
-const defaultGpus = () => {
-  const env = Number(process.env.TUNEGRAPH_GPUS)
-  if (Number.isInteger(env) && env >= 0 && process.env.TUNEGRAPH_GPUS !== "") return env
-  try {
-    return fs.readdirSync("/proc/driver/nvidia/gpus").length
-  } catch {
-    return 0
-  }
-}
-
-const defaultCpus = () => {
-  const env = Number(process.env.TUNEGRAPH_CPUS)
-  return Number.isInteger(env) && env > 0 ? env : os.availableParallelism()
 }
 
 export { seconds }

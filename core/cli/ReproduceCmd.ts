@@ -1,9 +1,10 @@
 /** `tunegraph reproduce <artifact>`: recompute an artifact without the cache and compare the bytes. */
-import * as os from "node:os"
+
 import { lineage, resolveTarget } from "../Lineage.ts"
 import { reproduce } from "../Reproduce.ts"
 import { bool, int, parseArgs, str, UsageError } from "./Args.ts"
 import { bold, dim, green, makeReporter, red, seconds } from "./Output.ts"
+import { defaultCpus } from "./Slots.ts"
 import { asUsage, openExistingStore, short } from "./StoreArg.ts"
 
 export const cmdReproduce = async (argv: ReadonlyArray<string>): Promise<number> => {
@@ -31,16 +32,13 @@ export const cmdReproduce = async (argv: ReadonlyArray<string>): Promise<number>
     const json = bool(args, "json")
     const reporter = makeReporter({ verbose: bool(args, "verbose"), quiet: json })
     const scratch = str(args, "scratch")
-    const envCpus = Number(process.env.TUNEGRAPH_CPUS)
     if (!json)
       process.stdout.write(`${bold("reproducing")} ${short(digest)} in a scratch store, without the cache\n`)
     const r = await asUsageAsync(() =>
       reproduce(store, digest, {
         ...(scratch === undefined ? {} : { scratchDir: scratch }),
         keep: bool(args, "keep"),
-        cpus:
-          int(args, "cpus") ??
-          (Number.isInteger(envCpus) && envCpus > 0 ? envCpus : os.availableParallelism()),
+        cpus: int(args, "cpus") ?? defaultCpus(),
         onEvent: reporter.onEvent,
       }),
     )

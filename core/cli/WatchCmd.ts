@@ -1,6 +1,5 @@
 /** `tunegraph watch`: re-run a pipeline whenever what it reads changes, until Ctrl-C. */
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import { Store } from "../../cache/Store.ts"
 import type { StepOutcome } from "../Run.ts"
@@ -8,6 +7,7 @@ import { type Cycle, watchPipeline } from "../Watch.ts"
 import { bool, int, list, parseArgs, str, UsageError } from "./Args.ts"
 import { storeDir } from "./Locate.ts"
 import { bold, dim, makeReporter, red, summaryLine, yellow } from "./Output.ts"
+import { defaultCpus, defaultGpus } from "./Slots.ts"
 
 const stepJson = (s: StepOutcome) => ({
   node: s.node,
@@ -46,7 +46,6 @@ export const cmdWatch = async (argv: ReadonlyArray<string>): Promise<number> => 
   const reporter = makeReporter({ verbose: bool(args, "verbose"), quiet: json || bool(args, "quiet") })
   const rel = (p: string) => path.relative(process.cwd(), p) || p
   const time = () => new Date().toTimeString().slice(0, 8)
-  const envCpus = Number(process.env.TUNEGRAPH_CPUS)
 
   const onCycle = (c: Cycle) => {
     reporter.done()
@@ -83,9 +82,8 @@ export const cmdWatch = async (argv: ReadonlyArray<string>): Promise<number> => 
     overrides: list(args, "set"),
     targets: list(args, "target"),
     failFast: bool(args, "fail-fast"),
-    cpus:
-      int(args, "cpus") ?? (Number.isInteger(envCpus) && envCpus > 0 ? envCpus : os.availableParallelism()),
-    gpus: int(args, "gpus") ?? 1,
+    cpus: int(args, "cpus") ?? defaultCpus(),
+    gpus: int(args, "gpus") ?? defaultGpus(),
     debounceMs: int(args, "debounce") ?? 150,
     argv: ["watch", ...argv],
     onEvent: reporter.onEvent,
