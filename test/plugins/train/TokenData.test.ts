@@ -62,8 +62,8 @@ describe("training data", () => {
 
   test("learning rate: linear warmup, then cosine or linear decay to minLr", () => {
     const o = { lr: 1, minLr: 0.1, warmupSteps: 4, totalSteps: 14, schedule: "cosine" as const }
-    expect(learningRate(o, 0)).toBeCloseTo(0.2)
-    expect(learningRate(o, 3)).toBeCloseTo(0.8)
+    expect(learningRate(o, 0)).toBe(0) // transformers' warmup starts at 0
+    expect(learningRate(o, 3)).toBeCloseTo(0.75)
     expect(learningRate(o, 4)).toBeCloseTo(1)
     expect(learningRate(o, 9)).toBeCloseTo(0.55)
     expect(learningRate(o, 14)).toBeCloseTo(0.1)
