@@ -8,9 +8,9 @@ import type { Store } from "../cache/Store.ts"
 import type { Artifact, Ref } from "./Artifact.ts"
 import { type Override, prepareAll } from "./Params.ts"
 import { dependencies, type Pipeline } from "./Pipeline.ts"
-import { ingredientsOf, inputDigests, selectNodes, storedArtifact } from "./Run.ts"
+import { environmentOf, ingredientsOf, inputDigests, selectNodes, storedArtifact } from "./Run.ts"
 import { resolveSource } from "./Sources.ts"
-import { diffIngredients, type KeyIngredients, stepKey } from "./StepKey.ts"
+import { describeEnvironmentChange, diffIngredients, type KeyIngredients, stepKey } from "./StepKey.ts"
 
 export interface PlanStep {
   readonly node: string
@@ -88,7 +88,18 @@ export const plan = (options: PlanOptions): PlanStep[] => {
       continue
     }
     const { digests } = inputDigests(node, (ref: Ref) => known.get(ref.node)![ref.output]!)
-    const ingredients = ingredientsOf(node, params.get(name)!.encoded, digests)
+    const env = environmentOf(node, params.get(name)!.decoded)
+    if (!env.ok) {
+      steps.push({
+        node: name,
+        plugin: node.plugin.name,
+        status: "run",
+        key: null,
+        reasons: [`error: ${env.error}`],
+      })
+      continue
+    }
+    const ingredients = ingredientsOf(node, params.get(name)!.encoded, digests, env.environment)
     const key = stepKey(ingredients)
     const hit = forced.has(name) ? undefined : store.lookup(key)
     const intact =
@@ -121,7 +132,8 @@ export const plan = (options: PlanOptions): PlanStep[] => {
           reasons.push(
             `input ${d.name}${from ? ` (from "${from}")` : ""}: ${short(d.from)} -> ${short(d.to)}`,
           )
-        } else reasons.push(`plugin ${d.ingredient}: ${d.from} -> ${d.to}`)
+        } else if (d.ingredient === "environment") reasons.push(describeEnvironmentChange(d))
+        else reasons.push(`plugin ${d.ingredient}: ${d.from} -> ${d.to}`)
       }
     if (reasons.length === 0) reasons.push("not in the cache")
     steps.push({ node: name, plugin: node.plugin.name, status: "run", key, reasons })

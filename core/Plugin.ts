@@ -80,6 +80,8 @@ export interface Plugin<
   readonly inputs: I
   readonly outputs: O
   readonly resources: Resources
+  /** What the step will compute with, resolved before its key is built (core/StepKey.ts); throws when it cannot run here. */
+  readonly environment?: (params: P["Type"]) => Readonly<Record<string, string>>
   readonly run: (ctx: StepContext<P["Type"], I, O>) => Effect.Effect<OutputMeta<O> | undefined, Failure>
 }
 
@@ -102,6 +104,13 @@ export interface PluginOptions<
   readonly fingerprint?: string
   /** Source folders (relative to the package root) whose hash is this plugin's fingerprint. */
   readonly code?: ReadonlyArray<string>
+  /**
+   * The backend, device and library versions the step resolves to for these
+   * parameters: they enter its key, so a cached result is reused only where
+   * the same libraries would compute it. Must be cheap on a no-op re-run
+   * (cache any probe), and throws with the reason when the step cannot run.
+   */
+  readonly environment?: (params: P["Type"]) => Readonly<Record<string, string>>
   readonly run: (ctx: StepContext<P["Type"], I, O>) => Effect.Effect<RunResult<O>, Failure>
 }
 
@@ -137,6 +146,7 @@ export const definePlugin = <
     inputs: options.inputs,
     outputs: options.outputs,
     resources: options.resources ?? {},
+    ...(options.environment === undefined ? {} : { environment: options.environment }),
     run: (ctx) => Effect.map(options.run(ctx), (m) => (m === undefined ? undefined : (m as OutputMeta<O>))),
   }
 }

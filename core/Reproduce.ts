@@ -17,7 +17,7 @@ import { type ExecutionRow, LineageError, producerOf } from "./Lineage.ts"
 import { loadPipeline } from "./Loader.ts"
 import { parseOverride } from "./Params.ts"
 import { newRunId, type RunEvent, run } from "./Run.ts"
-import { diffIngredients, type KeyIngredients } from "./StepKey.ts"
+import { describeEnvironmentChange, diffIngredients, type KeyIngredients } from "./StepKey.ts"
 
 export interface ReproducedStep {
   readonly node: string
@@ -142,7 +142,9 @@ export const reproduce = async (
           reasons.push(
             d.ingredient === "param" || d.ingredient === "input"
               ? `${d.ingredient} ${d.name}: ${short(d.from)} -> ${short(d.to)}`
-              : `plugin ${d.ingredient}: ${d.from} -> ${d.to}`,
+              : d.ingredient === "environment"
+                ? describeEnvironmentChange(d)
+                : `plugin ${d.ingredient}: ${d.from} -> ${d.to}`,
           )
       return {
         node: s.node,

@@ -149,16 +149,32 @@ export const inputDigests = (
   return { digests, artifacts }
 }
 
+/** The environment a step resolves to (its backend, device, library versions), or why it cannot run. */
+export const environmentOf = (
+  node: StepNode,
+  decodedParams: unknown,
+): { ok: true; environment: Readonly<Record<string, string>> | undefined } | { ok: false; error: string } => {
+  const resolve = node.plugin.environment
+  if (resolve === undefined) return { ok: true, environment: undefined }
+  try {
+    return { ok: true, environment: resolve(decodedParams as never) }
+  } catch (e) {
+    return { ok: false, error: e instanceof Error ? e.message : String(e) }
+  }
+}
+
 export const ingredientsOf = (
   node: StepNode,
   encodedParams: Readonly<Record<string, unknown>>,
   digests: Readonly<Record<string, string | ReadonlyArray<string>>>,
+  environment?: Readonly<Record<string, string>>,
 ): KeyIngredients => ({
   plugin: node.plugin.name,
   version: node.plugin.version,
   fingerprint: node.plugin.fingerprint,
   params: encodedParams,
   inputs: digests,
+  ...(environment === undefined ? {} : { environment }),
 })
 
 export const run = (options: RunOptions): Effect.Effect<RunResult> =>
@@ -238,7 +254,24 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             node,
             (ref) => upstream.get(ref.node)!.outputs[ref.output]!,
           )
-          const ingredients = ingredientsOf(node, prepared.encoded, digests)
+          const env = environmentOf(node, prepared.decoded)
+          if (!env.ok) {
+            const outcome: StepOutcome = {
+              node: name,
+              plugin: node.plugin.name,
+              status: "failed",
+              key: null,
+              outputs: {},
+              ms: Date.now() - t0,
+              error: env.error,
+              ...(node.group === undefined ? {} : { group: node.group }),
+            }
+            return yield* finish(outcome, baseRecord(node, null, "failed", t0, { error: env.error }), {
+              ok: false,
+              outputs: {},
+            })
+          }
+          const ingredients = ingredientsOf(node, prepared.encoded, digests, env.environment)
           const key = stepKey(ingredients)
           const inputRows = Object.entries(digests).flatMap(([n, d]) =>
             (Array.isArray(d) ? d : [d]).map((digest, position) => ({ name: n, position, digest })),

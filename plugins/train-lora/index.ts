@@ -7,6 +7,7 @@ import { Effect } from "effect"
 import { optional } from "../../core/Artifact.ts"
 import { definePlugin } from "../../core/Plugin.ts"
 import { Adapter, Model, Tokens } from "../kinds.ts"
+import { backendEnvironment } from "../train/BackendChoice.ts"
 import { LoraParams } from "../train/Params.ts"
 
 export const trainLora = definePlugin({
@@ -17,6 +18,7 @@ export const trainLora = definePlugin({
   outputs: { adapter: Adapter },
   // Two data-parallel shards on the CPU backends by default (params.shards).
   resources: { gpu: true, cpu: 2 },
+  environment: backendEnvironment,
   code: ["plugins/train", "plugins/train-lora"],
   run: (ctx) =>
     Effect.flatMap(

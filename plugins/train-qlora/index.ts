@@ -8,6 +8,7 @@ import { Effect } from "effect"
 import { optional } from "../../core/Artifact.ts"
 import { definePlugin } from "../../core/Plugin.ts"
 import { Adapter, Model, Tokens } from "../kinds.ts"
+import { backendEnvironment } from "../train/BackendChoice.ts"
 import { LoraParams } from "../train/Params.ts"
 
 export const trainQlora = definePlugin({
@@ -18,6 +19,7 @@ export const trainQlora = definePlugin({
   outputs: { adapter: Adapter },
   // Two data-parallel shards on the CPU backends by default (params.shards).
   resources: { gpu: true, cpu: 2 },
+  environment: backendEnvironment,
   code: ["plugins/train", "plugins/train-qlora"],
   run: (ctx) =>
     Effect.flatMap(

@@ -11,6 +11,18 @@ const Count = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
 const PositiveCount = Schema.Int.check(Schema.isGreaterThan(0))
 const Fraction = Schema.Number.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThan(1))
 
+/** The backend a step computes on (plugins/train/BackendChoice.ts resolves it before the key is built). */
+export const Backend = Schema.Literals([
+  "auto",
+  "torch",
+  "torch-cuda",
+  "torch-cpu",
+  "tfjs-node-gpu",
+  "tfjs-node",
+  "wasm",
+  "cpu",
+]).pipe(withDefault("auto"))
+
 /** The fields every trainer shares; `lr` and `weightDecay` defaults differ per step. */
 export const trainerFields = (defaults: { lr: number; weightDecay: number }) => ({
   /** Seeds shuffling, dropout and LoRA initialisation. */
@@ -51,12 +63,17 @@ export const trainerFields = (defaults: { lr: number; weightDecay: number }) => 
   /** Save a checkpoint (resumed after an interruption) every this many steps; 0: never. */
   checkpointEvery: Count.pipe(withDefault(25)),
   /**
-   * Data-parallel worker threads on the CPU backends (WebAssembly, plain JS), where tfjs computes on one
-   * thread; native backends use one. The result depends on this number, never on the machine.
+   * Data-parallel worker threads on the tfjs CPU backends (WebAssembly, plain JS), where tfjs computes
+   * on one thread, and torch's threads on torch-cpu; native tfjs backends and CUDA use one. The result
+   * depends on this number, never on the machine.
    */
   shards: PositiveCount.pipe(withDefault(2)),
-  /** TensorFlow.js backend: auto (tfjs-node-gpu, tfjs-node, wasm, cpu in that order) or one of them. */
-  backend: Schema.Literals(["auto", "tfjs-node-gpu", "tfjs-node", "wasm", "cpu"]).pipe(withDefault("auto")),
+  /** auto (torch-cuda, torch-cpu, then tfjs-node-gpu, tfjs-node, wasm, cpu), torch (CUDA, else CPU), or one backend. */
+  backend: Backend,
+  /** Compute precision: auto is bfloat16 on a GPU that supports it (float32 master weights), else float32. */
+  precision: Schema.Literals(["auto", "float32", "bfloat16"]).pipe(withDefault("auto")),
+  /** Recompute activations in the backward pass (torch backend): less memory, about a third more compute. */
+  gradientCheckpointing: Schema.Boolean.pipe(withDefault(false)),
 })
 
 export const LoraTarget = Schema.Literals([

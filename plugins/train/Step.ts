@@ -1,13 +1,19 @@
 /**
- * The body shared by train-full, train-lora and train-qlora: build the job
- * from the step's context, run it in a worker, and report to the engine.
+ * The body shared by train-full, train-lora and train-qlora: resolve the
+ * backend (as the step key did), build the job from the step's context, run
+ * it in a tfjs worker thread or a torch worker process, and report to the
+ * engine.
  */
+import { createHash } from "node:crypto"
+import * as fs from "node:fs"
 import * as path from "node:path"
 import { Effect } from "effect"
 import type { Artifact } from "../../core/Artifact.ts"
+import { canonicalJson } from "../../core/Canonical.ts"
 import { type Failure, StepError } from "../../core/Plugin.ts"
+import { type ResolvedBackend, resolveBackend } from "./BackendChoice.ts"
 import type { TrainParams } from "./Params.ts"
-import type { TrainKind } from "./Trainer.ts"
+import type { TrainHooks, TrainKind, TrainResult } from "./Trainer.ts"
 import { runInWorker } from "./TrainRunner.ts"
 
 /** What the three steps' contexts have in common. */
@@ -20,11 +26,85 @@ export interface TrainContext {
   }
   readonly output: (name: never) => string
   readonly checkpoints: string
+  readonly scratch: string
   readonly signal: AbortSignal
   readonly log: (line: string) => void
   readonly metric: (name: string, value: number, step?: number) => void
   readonly progress: (done: number, total?: number, detail?: string) => void
   readonly annotate: (fields: { readonly backend?: string; readonly [k: string]: unknown }) => void
+}
+
+/**
+ * A base as the torch worker loads it: a Hugging Face directory as it is, a
+ * llama2.c checkpoint converted to one (plugins/train/Llama2c.ts) in scratch.
+ */
+export const hfBaseDir = async (base: string, scratch: string): Promise<string> => {
+  if (fs.statSync(base).isDirectory() && fs.existsSync(path.join(base, "config.json"))) return base
+  const { loadModel, saveHfModel } = await import("./ModelIO.ts")
+  const host = loadModel(base)
+  const dir = path.join(scratch, "base-hf")
+  saveHfModel(dir, host)
+  return dir
+}
+
+const runTorch = async (
+  kind: TrainKind,
+  ctx: TrainContext,
+  output: string,
+  backend: ResolvedBackend,
+  hooks: TrainHooks,
+  signal: AbortSignal,
+): Promise<TrainResult> => {
+  const { runTorchJob } = await import("./torch/Worker.ts")
+  const p = ctx.params
+  const baseDir = await hfBaseDir(ctx.inputs.base.path, ctx.scratch)
+  const jobKey = createHash("sha256")
+    .update(
+      canonicalJson({
+        backend: backend.environment,
+        kind,
+        base: ctx.inputs.base.digest,
+        train: ctx.inputs.train.digest,
+        val: ctx.inputs.validation?.digest ?? null,
+        p,
+      }),
+    )
+    .digest("hex")
+    .slice(0, 16)
+  hooks.annotate({ backend: backend.name, ...backend.environment })
+  hooks.log(`backend: ${backend.name} (${backend.device})`)
+  const r = (await runTorchJob(
+    {
+      kind,
+      base: baseDir,
+      baseName: path.basename(ctx.inputs.base.path),
+      train: ctx.inputs.train.path,
+      ...(ctx.inputs.validation ? { validation: ctx.inputs.validation.path } : {}),
+      output,
+      checkpoints: ctx.checkpoints,
+      params: p,
+      jobKey,
+      device: backend.name === "torch-cuda" ? "cuda" : "cpu",
+      deviceName: backend.device,
+      threads: p.shards,
+    },
+    hooks,
+    signal,
+  )) as Omit<TrainResult, "backend">
+  // The same record the tfjs trainer writes: no timings and no paths.
+  const record = {
+    backend: backend.name,
+    bestStep: r.bestStep,
+    bestValLoss: r.bestValLoss,
+    finalTrainLoss: r.finalTrainLoss,
+    kind,
+    params: p,
+    steps: r.steps,
+    stoppedEarly: r.stoppedEarly,
+    totalSteps: r.totalSteps,
+  }
+  fs.writeFileSync(path.join(output, "training.json"), `${canonicalJson(record)}\n`)
+  return { ...r, backend: backend.name }
 }
 
 export const runTrainStep = (
@@ -35,6 +115,13 @@ export const runTrainStep = (
   Effect.tryPromise({
     try: async (signal) => {
       const stop = AbortSignal.any([ctx.signal, signal])
+      const backend = resolveBackend(ctx.params.backend)
+      const hooks = { log: ctx.log, metric: ctx.metric, progress: ctx.progress, annotate: ctx.annotate }
+      const out = (ctx.output as (name: string) => string)(output)
+      if (backend.family === "torch") {
+        await runTorch(kind, ctx, out, backend, hooks, stop)
+        return undefined
+      }
       const base = ctx.inputs.base
       await runInWorker(
         {
@@ -43,11 +130,11 @@ export const runTrainStep = (
           baseName: path.basename(base.path),
           train: ctx.inputs.train.path,
           ...(ctx.inputs.validation ? { validation: ctx.inputs.validation.path } : {}),
-          output: (ctx.output as (name: string) => string)(output),
+          output: out,
           checkpoints: ctx.checkpoints,
-          params: ctx.params,
+          params: { ...ctx.params, backend: backend.name as TrainParams["backend"] },
         },
-        { log: ctx.log, metric: ctx.metric, progress: ctx.progress, annotate: ctx.annotate },
+        hooks,
         stop,
       )
       return undefined

@@ -1,0 +1,1 @@
+"""tunegraph's torch backend: the Python side of plugins/train/torch."""
