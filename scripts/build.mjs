@@ -16,9 +16,11 @@ const external = [
   ...Object.keys(pkg.optionalDependencies ?? {}),
 ].filter((d) => !bundled.has(d))
 
+// Python's bytecode caches (__pycache__) are made at run time: they are not code.
 const walk = (dir) =>
   fs
     .readdirSync(dir, { withFileTypes: true })
+    .filter((d) => d.name !== "__pycache__")
     .flatMap((d) => (d.isDirectory() ? walk(path.join(dir, d.name)) : [path.join(dir, d.name)]))
     .sort()
 
