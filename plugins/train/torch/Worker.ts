@@ -28,6 +28,7 @@ export class TorchInterrupted extends Error {
 export const workerEnv = (): NodeJS.ProcessEnv => ({
   ...process.env,
   PYTHONUNBUFFERED: "1",
+  PYTHONHASHSEED: "0",
   HF_HUB_OFFLINE: "1",
   TRANSFORMERS_VERBOSITY: process.env.TRANSFORMERS_VERBOSITY ?? "error",
   TOKENIZERS_PARALLELISM: "false",

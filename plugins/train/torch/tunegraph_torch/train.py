@@ -109,6 +109,18 @@ def load_trainable(model, state):
             params[n].copy_(t)
 
 
+def sort_target_modules(file):
+    """PEFT writes target_modules from a set, in an order that varies between processes: sort it, for stable bytes."""
+    import json
+
+    with open(file, encoding="utf-8") as fh:
+        cfg = json.load(fh)
+    if isinstance(cfg.get("target_modules"), list):
+        cfg["target_modules"] = sorted(cfg["target_modules"])
+    with open(file, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(cfg, indent=2, sort_keys=True))
+
+
 def train(job, out, stop):
     p = job["params"]
     kind = job["kind"]
@@ -300,8 +312,13 @@ def train(job, out, stop):
             if os.path.isfile(src):
                 shutil.copyfile(src, os.path.join(job["output"], f))
     else:
+        # The base's own name, never a scratch or store path (the model card reads it too).
         model.peft_config["default"].base_model_name_or_path = job["baseName"]
+        base = model.get_base_model()
+        base.config._name_or_path = job["baseName"]
+        base.name_or_path = job["baseName"]
         model.save_pretrained(job["output"])
+        sort_target_modules(os.path.join(job["output"], "adapter_config.json"))
     return {
         "steps": state["step"],
         "totalSteps": total_steps,
