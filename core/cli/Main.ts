@@ -17,7 +17,7 @@ import { storeDir } from "./Locate.ts"
 import { bold, dim, makeReporter, red, seconds, summaryLine } from "./Output.ts"
 import { defaultCpus, defaultGpus } from "./Slots.ts"
 
-const HELP = `tunegraph: typed, incremental pipelines for LLM fine-tuning
+const BASE_HELP = `tunegraph: typed, incremental pipelines for LLM fine-tuning
 
 Usage:
   tunegraph run <pipeline.ts> [--target NODE]... [--force NODE]... [--set NODE.PARAM=VALUE]...
@@ -34,18 +34,28 @@ Usage:
   tunegraph report [<run>|last] [-o report.html]
   tunegraph gc [--keep-last N] [--dry-run] [--json]
   tunegraph pin <digest | node | exported path> [--note TEXT]    tunegraph unpin <...>
-  tunegraph generate --model <dir|file.bin> [--adapter DIR] [--tokenizer FILE] [--prompt TEXT]
-                     [--max-tokens N] [--temperature T] [--seed S]
+`
 
+const OPTIONS = `
 Options common to all: --store DIR (or TUNEGRAPH_STORE; default .tunegraph/ at the project root)
 `
 
-/** Commands contributed by plugins (`generate`), loaded only when asked for. */
+/** Commands contributed by plugins (`generate`, `backends`), loaded only when asked for. */
 export type Commands = Readonly<
   Record<string, () => Promise<(argv: ReadonlyArray<string>) => Promise<number>>>
 >
 
-export const main = async (argv: ReadonlyArray<string>, commands: Commands = {}): Promise<number> => {
+/**
+ * `commands` are the plugins' commands; `usage` their lines for the help
+ * (each "tunegraph NAME ...", continuation lines indented).
+ */
+export const main = async (
+  argv: ReadonlyArray<string>,
+  commands: Commands = {},
+  usage = "",
+): Promise<number> => {
+  const contributedHelp = usage.trimEnd() === "" ? "" : `${usage.trimEnd().replace(/^/gm, "  ")}\n`
+  const HELP = `${BASE_HELP}${contributedHelp}${OPTIONS}`
   const [command, ...rest] = argv
   try {
     const contributed = command === undefined ? undefined : commands[command]

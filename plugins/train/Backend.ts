@@ -61,11 +61,31 @@ const load = async (b: BackendName): Promise<void> => {
   }
 }
 
+/** What TensorFlow computes on once tfjs-node-gpu has loaded, when it found no GPU it can use. */
+export const NO_USABLE_GPU = "cpu (TensorFlow found no usable GPU)"
+
+/**
+ * The device a loaded backend computes on, from its backend object
+ * (`tf.backend()`): tfjs-node's NodeJSKernelBackend sets `isUsingGpuDevice`
+ * from TensorFlow's device list when it starts, and tfjs-node-gpu falls back
+ * to the CPU when that list holds no GPU.
+ */
+export const deviceOf = (name: BackendName, backend: unknown): string => {
+  if (name !== "tfjs-node-gpu") return "cpu"
+  const using = (backend as { isUsingGpuDevice?: unknown } | null | undefined)?.isUsingGpuDevice
+  return using === true ? "cuda" : using === false ? NO_USABLE_GPU : "unknown (tfjs-node-gpu did not say)"
+}
+
 let active: BackendName | undefined
+let activeDevice: string | undefined
+
+/** The device the initialised backend computes on ("cpu", "cuda", or NO_USABLE_GPU); undefined before initBackend. */
+export const backendDevice = (): string | undefined => activeDevice
 
 /**
  * Initialises the requested backend (or the first that loads) and returns
- * its name, for lineage. Calling it again with the same choice is free.
+ * its name, for lineage; backendDevice() then says what it computes on.
+ * Calling it again with the same choice is free.
  */
 export const initBackend = async (
   requested: string | undefined = process.env.TUNEGRAPH_BACKEND,
@@ -83,6 +103,7 @@ export const initBackend = async (
       )
     }
     active = want
+    activeDevice = deviceOf(want, tf.backend())
     return want
   }
   const errors: string[] = []
@@ -90,6 +111,7 @@ export const initBackend = async (
     try {
       await load(b)
       active = b
+      activeDevice = deviceOf(b, tf.backend())
       return b
     } catch (e) {
       errors.push(`${b}: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}`)

@@ -12,7 +12,7 @@ import * as path from "node:path"
 import * as tf from "@tensorflow/tfjs-core"
 import { canonicalJson } from "../../core/Canonical.ts"
 import { AdamW } from "./AdamW.ts"
-import { initBackend } from "./Backend.ts"
+import { backendDevice, initBackend } from "./Backend.ts"
 import { BEST, type LoopState, loadCheckpoint, saveCheckpoint, writeAtomic } from "./Checkpoint.ts"
 import { LlamaModel } from "./Llama.ts"
 import { type LoraModule, type LoraSpec, writeAdapter } from "./Lora.ts"
@@ -109,8 +109,9 @@ const evaluate = (model: LlamaModel, set: TokenSet, p: TrainParams): number => {
 export const train = async (job: TrainJob, hooks: TrainHooks): Promise<TrainResult> => {
   const p = job.params
   const backend = await initBackend(p.backend === "auto" ? undefined : p.backend)
-  hooks.annotate({ backend })
-  hooks.log(`backend: ${backend}`)
+  const device = backendDevice() ?? "unknown"
+  hooks.annotate({ backend, device })
+  hooks.log(`backend: ${backend} (${device})`)
 
   const host = loadModel(job.base)
   const trainSet = readTokens(job.train, host.config.vocabSize)

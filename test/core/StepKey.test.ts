@@ -5,7 +5,12 @@ import { Store } from "../../cache/Store.ts"
 import { canonicalJson } from "../../core/Canonical.ts"
 import { hashDirSync, hashFileSync } from "../../core/Hash.ts"
 import { fileDigest } from "../../core/Sources.ts"
-import { diffIngredients, stepKey } from "../../core/StepKey.ts"
+import {
+  describeEnvironmentChange,
+  diffIngredients,
+  type KeyDifference,
+  stepKey,
+} from "../../core/StepKey.ts"
 import { sha256sum, tempDir } from "../support/cli.ts"
 
 const base = {
@@ -40,6 +45,36 @@ describe("step keys", () => {
     expect(d).toEqual([
       { ingredient: "version", from: "1", to: "2" },
       { ingredient: "param", name: "times", from: 1, to: 3 },
+    ])
+  })
+})
+
+describe("the environment ingredient", () => {
+  const env = { backend: "torch-cpu", device: "cpu", "python:torch": "2.13.0", "python:peft": "0.21.2" }
+  const withEnv = { ...base, environment: env }
+  const described = (ds: KeyDifference[]) =>
+    ds.map((d) => (d.ingredient === "environment" ? describeEnvironmentChange(d) : d.ingredient))
+
+  it("changes the key when a library version or the backend differs, and plan says which", () => {
+    const k = stepKey(withEnv)
+    expect(k).not.toBe(stepKey(base))
+    // No environment and an empty one are the same key: steps without one keep theirs.
+    expect(stepKey({ ...base, environment: {} })).toBe(stepKey(base))
+    const newer = { ...withEnv, environment: { ...env, "python:torch": "2.14.0" } }
+    expect(stepKey(newer)).not.toBe(k)
+    expect(diffIngredients(withEnv, newer)).toEqual([
+      { ingredient: "environment", name: "python:torch", from: "2.13.0", to: "2.14.0" },
+    ])
+    expect(described(diffIngredients(withEnv, newer))).toEqual(["dependency torch 2.13.0 -> 2.14.0"])
+    const wasm = {
+      ...base,
+      environment: { backend: "wasm", device: "cpu", "npm:@tensorflow/tfjs-core": "4.22.0" },
+    }
+    expect(described(diffIngredients(wasm, withEnv))).toEqual([
+      "backend wasm -> torch-cpu",
+      "dependency @tensorflow/tfjs-core 4.22.0 -> (none)",
+      "dependency peft (none) -> 0.21.2",
+      "dependency torch (none) -> 2.13.0",
     ])
   })
 })

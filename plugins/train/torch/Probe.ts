@@ -113,7 +113,7 @@ export const probeTorch = (command = pythonCommand()): TorchProbe => {
   if (resolved === undefined) {
     const none: TorchProbe = {
       available: false,
-      reason: `no ${command} on PATH (set TUNEGRAPH_PYTHON to the interpreter that has torch)`,
+      reason: `${command.includes("/") ? `${command} does not exist` : `no ${command} on PATH`} (set TUNEGRAPH_PYTHON to the interpreter that has torch)`,
     }
     memo.set(command, none)
     return none

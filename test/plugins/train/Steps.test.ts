@@ -29,7 +29,7 @@ describe.skipIf(!haveData)("train-full, train-lora and train-qlora on GSM8K ques
     expect(val[2] as number).toBeLessThan(val[0] as number)
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length
     expect(mean(trainLoss.slice(-3))).toBeLessThan(mean(trainLoss.slice(0, 3)))
-    expect(rec.annotations).toContainEqual({ backend: "wasm" })
+    expect(rec.annotations).toContainEqual({ backend: "wasm", device: "cpu" })
     expect(series(rec, "tokens_per_s").every((x) => x > 0)).toBe(true)
     expect(series(rec, "lr")).toHaveLength(10)
   }
