@@ -3,6 +3,7 @@
  * test tokens, answer the test prompts greedily with both, score the
  * answers, and write the report.
  */
+import * as path from "node:path"
 import { Effect } from "effect"
 import { type Failure, fromPromise, type OutputMeta, type StepContext, StepError } from "../../core/Plugin.ts"
 import { adapterBaseQuantization, type BaseQuantization, mergedModel } from "../export/Merge.ts"
@@ -13,14 +14,17 @@ import {
   type TemplateName,
 } from "../tokenize/Template.ts"
 import { loadTokenizer } from "../tokenize/Tokenizer.ts"
-import { readTokens } from "../tokenize/TokensFile.ts"
+import { readTokens, type TokensData } from "../tokenize/TokensFile.ts"
 import { initBackend } from "../train/Backend.ts"
+import { type ResolvedBackend, resolveBackend } from "../train/BackendChoice.ts"
 import { LlamaModel } from "../train/Llama.ts"
-import { readAdapter } from "../train/Lora.ts"
-import { type HostModel, loadModel } from "../train/ModelIO.ts"
-import { greedy } from "./Greedy.ts"
+import type { LlamaConfig } from "../train/LlamaConfig.ts"
+import { checkAdapterShapes, type HostAdapter, readAdapter } from "../train/Lora.ts"
+import { type HostModel, loadModel, loadModelInfo } from "../train/ModelIO.ts"
+import type { TorchSession } from "../train/torch/Session.ts"
+import { type GreedyOptions, greedy } from "./Greedy.ts"
 import type { EvalParams, evalInputs, evalOutputs } from "./index.ts"
-import { lossScores, testLoss } from "./Loss.ts"
+import { type LossOptions, type LossResult, lossScores, testLoss } from "./Loss.ts"
 import { continuation, cutAtStops, defaultStops, preparePrompts } from "./Prompts.ts"
 import { type EvalReport, type Sample, type Scores, writeReport } from "./Report.ts"
 import { makeScorers, meanScores, ScorerError, scoreOne } from "./Scorers.ts"
@@ -31,11 +35,17 @@ const fail = (message: string, field?: string): never => {
   throw new StepError({ message, ...(field === undefined ? {} : { field }) })
 }
 
-/** The tuned model's weights and how they were made. */
-const tunedModel = (
-  ctx: Context,
-  base: HostModel,
-): { host: HostModel; description: string; quantization: BaseQuantization | null } => {
+/** What the tuned model is: the base with an adapter (and how the base was held), or a full model. */
+type TunedSource =
+  | {
+      readonly kind: "adapter"
+      readonly lora: HostAdapter
+      readonly quantization: BaseQuantization
+      readonly description: string
+    }
+  | { readonly kind: "model"; readonly path: string; readonly description: string }
+
+const tunedSource = (ctx: Context): TunedSource => {
   const { adapter, model } = ctx.inputs
   if (adapter !== undefined && model !== undefined)
     fail("wire either `adapter` (LoRA, QLoRA) or `model` (full fine-tuning), not both", "adapter")
@@ -44,24 +54,130 @@ const tunedModel = (
     const quantization = ctx.params.adapterBase === "auto" ? (recorded ?? "none") : ctx.params.adapterBase
     const lora = readAdapter(adapter.path)
     return {
-      host: mergedModel(base, lora, quantization),
-      description: `base + adapter ${adapter.digest.slice(0, 12)} (r=${lora.spec.r} on ${lora.spec.targets.join(", ")}${quantization === "nf4" ? ", merged into the NF4-dequantised base" : ""})`,
+      kind: "adapter",
+      lora,
       quantization,
+      description: `base + adapter ${adapter.digest.slice(0, 12)} (r=${lora.spec.r} on ${lora.spec.targets.join(", ")}${quantization === "nf4" ? ", merged into the NF4-dequantised base" : ""})`,
     }
   }
-  if (model !== undefined) {
-    const host = loadModel(model.path)
-    if (host.config.vocabSize !== base.config.vocabSize)
-      fail(
-        `the tuned model's vocabulary (${host.config.vocabSize}) differs from the base's (${base.config.vocabSize}); they cannot share a tokenizer`,
-        "model",
-      )
-    return { host, description: `fine-tuned model ${model.digest.slice(0, 12)}`, quantization: null }
-  }
+  if (model !== undefined)
+    return { kind: "model", path: model.path, description: `fine-tuned model ${model.digest.slice(0, 12)}` }
   return fail(
     "wire `adapter` (LoRA, QLoRA) or `model` (full fine-tuning) to compare with the base",
     "adapter",
   )
+}
+
+const checkVocab = (tuned: LlamaConfig, base: LlamaConfig): void => {
+  if (tuned.vocabSize !== base.vocabSize)
+    fail(
+      `the tuned model's vocabulary (${tuned.vocabSize}) differs from the base's (${base.vocabSize}); they cannot share a tokenizer`,
+      "model",
+    )
+}
+
+type Which = "base" | "tuned"
+
+/** The two models, on whichever backend: scored on the test tokens and asked for greedy answers. */
+interface Models {
+  readonly source: TunedSource
+  readonly config: Record<Which, LlamaConfig>
+  loss(which: Which, data: TokensData, o: LossOptions): Promise<LossResult>
+  greedy(which: Which, promptIds: ReadonlyArray<number>, o: GreedyOptions): Promise<number[]>
+  dispose(): Promise<void>
+}
+
+/** On tfjs: host weights, the adapter merged here (QLoRA into the NF4-dequantised base). */
+const tfjsModels = (ctx: Context): Models => {
+  const baseHost = loadModel(ctx.inputs.base.path)
+  const source = tunedSource(ctx)
+  let host: HostModel
+  if (source.kind === "adapter") host = mergedModel(baseHost, source.lora, source.quantization)
+  else {
+    host = loadModel(source.path)
+    checkVocab(host.config, baseHost.config)
+  }
+  let models: Record<Which, LlamaModel> | undefined
+  const model = (which: Which): LlamaModel => {
+    models ??= {
+      base: new LlamaModel(baseHost.config, baseHost.weights, { mode: "frozen" }),
+      tuned: new LlamaModel(host.config, host.weights, { mode: "frozen" }),
+    }
+    return models[which]
+  }
+  return {
+    source,
+    config: { base: baseHost.config, tuned: host.config },
+    loss: async (which, data, o) => testLoss(model(which), data, o),
+    greedy: (which, ids, o) => greedy(model(which), ids, o),
+    dispose: async () => {
+      models?.base.dispose()
+      models?.tuned.dispose()
+    },
+  }
+}
+
+/**
+ * On torch: the worker loads both models (a llama2.c checkpoint converted
+ * in scratch first) and merges the adapter with peft, into the NF4
+ * round-tripped base for QLoRA.
+ */
+const torchModels = async (
+  ctx: Context,
+  backend: ResolvedBackend,
+  session: TorchSession,
+  testDir: string,
+): Promise<Models> => {
+  const [{ hfBaseDir }, { torchGreedy, torchTestLoss }] = await Promise.all([
+    import("../train/Step.ts"),
+    import("./Torch.ts"),
+  ])
+  const baseDir = await hfBaseDir(ctx.inputs.base.path, ctx.scratch)
+  const baseConfig = loadModelInfo(baseDir).config
+  const source = tunedSource(ctx)
+  const device = backend.name === "torch-cuda" ? "cuda" : "cpu"
+  const threads = Math.max(1, ctx.threads)
+  let tunedConfig = baseConfig
+  let tunedLoad: Parameters<TorchSession["load"]>[1]
+  if (source.kind === "adapter") {
+    checkAdapterShapes(baseConfig, source.lora)
+    tunedLoad = {
+      path: baseDir,
+      adapter: (ctx.inputs.adapter as { path: string }).path,
+      nf4: source.quantization === "nf4",
+      device,
+      threads,
+    }
+  } else {
+    const dir = await hfBaseDir(source.path, path.join(ctx.scratch, "tuned"))
+    tunedConfig = loadModelInfo(dir).config
+    checkVocab(tunedConfig, baseConfig)
+    tunedLoad = { path: dir, device, threads }
+  }
+  const config = { base: baseConfig, tuned: tunedConfig }
+  let loaded: Promise<unknown> | undefined
+  const ready = (): Promise<unknown> => {
+    loaded ??= Promise.all([
+      session.load("base", { path: baseDir, device, threads }),
+      session.load("tuned", tunedLoad),
+    ])
+    return loaded
+  }
+  // Loading starts now, while the test tokens and the prompts are read; a failure surfaces at first use.
+  ready().catch(() => {})
+  return {
+    source,
+    config,
+    loss: async (which, data, o) => {
+      await ready()
+      return torchTestLoss(session, which, testDir, data.meta.count, config[which].maxSeqLen, o)
+    },
+    greedy: async (which, ids, o) => {
+      await ready()
+      return torchGreedy(session, which, config[which].maxSeqLen, ids, o)
+    },
+    dispose: () => session.close(),
+  }
 }
 
 const TEMPLATES: ReadonlyArray<string> = TEMPLATE_NAMES
@@ -81,19 +197,52 @@ const promptTemplate = (ctx: Context, format: string | undefined): TemplateName 
   )
 }
 
-const evaluateAll = async (ctx: Context): Promise<EvalReport> => {
+const evaluateAll = async (ctx: Context, signal: AbortSignal): Promise<EvalReport> => {
   const p = ctx.params
-  const backend = await initBackend(p.backend === "auto" ? undefined : p.backend)
-  ctx.annotate({ backend })
+  // The backend the step key was built with (the plugin's environment hook).
+  const resolved = resolveBackend(p.backend)
+  const onTorch = resolved.family === "torch"
+  const backend = onTorch ? resolved.name : await initBackend(resolved.name)
+  ctx.annotate(onTorch ? { ...resolved.environment, backend } : { backend })
   let scorers: ReturnType<typeof makeScorers>
   try {
     scorers = makeScorers(p.regex, p.scorers)
   } catch (e) {
     return fail((e as Error).message, e instanceof ScorerError ? e.field : "scorers")
   }
-  const baseHost = loadModel(ctx.inputs.base.path)
-  const tuned = tunedModel(ctx, baseHost)
-  const vocab = baseHost.config.vocabSize
+  // The torch worker starts (and imports its libraries) while the rest is read here.
+  const session = onTorch
+    ? new (await import("../train/torch/Session.ts")).TorchSession({
+        signal: AbortSignal.any([ctx.signal, signal]),
+      })
+    : undefined
+  let models: Models
+  try {
+    models =
+      session === undefined
+        ? tfjsModels(ctx)
+        : await torchModels(ctx, resolved, session, ctx.inputs.test.path)
+  } catch (e) {
+    await session?.close()
+    throw e
+  }
+  try {
+    return await scoreAll(ctx, models, backend, scorers)
+  } finally {
+    await models.dispose()
+  }
+}
+
+const scoreAll = async (
+  ctx: Context,
+  models: Models,
+  backend: string,
+  scorers: ReturnType<typeof makeScorers>,
+): Promise<EvalReport> => {
+  const p = ctx.params
+  const tuned = models.source
+  const baseConfig = models.config.base
+  const vocab = baseConfig.vocabSize
   const data = readTokens(ctx.inputs.test.path)
   let maxId = 0
   for (const t of data.tokens) if (t > maxId) maxId = t
@@ -118,15 +267,11 @@ const evaluateAll = async (ctx: Context): Promise<EvalReport> => {
         ? data.meta.bosId !== null
         : tok.addsBos && template !== "chat_template"
   if (addBos && tok.bosId === undefined) fail(`addBos is set but ${tok.file} has no BOS token`, "addBos")
-  const models = {
-    base: new LlamaModel(baseHost.config, baseHost.weights, { mode: "frozen" }),
-    tuned: new LlamaModel(tuned.host.config, tuned.host.weights, { mode: "frozen" }),
-  }
-  try {
+  {
     // Loss on the test tokens.
     const loss = {
-      base: testLoss(models.base, data, lossOptions(ctx, "base")),
-      tuned: testLoss(models.tuned, data, lossOptions(ctx, "tuned")),
+      base: await models.loss("base", data, lossOptions(ctx, "base")),
+      tuned: await models.loss("tuned", data, lossOptions(ctx, "tuned")),
     }
 
     // Answers to the test prompts.
@@ -144,8 +289,8 @@ const evaluateAll = async (ctx: Context): Promise<EvalReport> => {
             fail(`${records.path}: ${e instanceof Error ? e.message : String(e)}`, "prompts"),
           )
     const stops = p.stop ?? defaultStops(template)
-    const stopIds = [...new Set([tok.eosId, baseHost.config.eosId, baseHost.config.bosId])]
-    const fits = set.prompts.filter((x) => x.ids.length < baseHost.config.maxSeqLen)
+    const stopIds = [...new Set([tok.eosId, baseConfig.eosId, baseConfig.bosId])]
+    const fits = set.prompts.filter((x) => x.ids.length < baseConfig.maxSeqLen)
     const samples: Sample[] = []
     for (const [i, prompt] of fits.entries()) {
       if (ctx.signal.aborted) fail("eval was interrupted")
@@ -157,8 +302,8 @@ const evaluateAll = async (ctx: Context): Promise<EvalReport> => {
         )
       const textOf = async (ids: ReadonlyArray<number>) =>
         cutAtStops(await continuation(tok, prompt.ids, ids), stops)
-      const answer = async (model: LlamaModel) => {
-        const ids = await greedy(model, prompt.ids, {
+      const answer = async (which: Which) => {
+        const ids = await models.greedy(which, prompt.ids, {
           maxTokens: p.maxNewTokens,
           stopIds,
           signal: ctx.signal,
@@ -168,8 +313,8 @@ const evaluateAll = async (ctx: Context): Promise<EvalReport> => {
         })
         return (await textOf(ids)).text
       }
-      const base = await answer(models.base)
-      const tunedText = await answer(models.tuned)
+      const base = await answer("base")
+      const tunedText = await answer("tuned")
       let scores: Sample["scores"]
       try {
         scores = {
@@ -212,7 +357,7 @@ const evaluateAll = async (ctx: Context): Promise<EvalReport> => {
       },
       settings: {
         tuned: tuned.description,
-        adapterBase: tuned.quantization,
+        adapterBase: tuned.kind === "adapter" ? tuned.quantization : null,
         template,
         addBos,
         maxExamples: p.maxExamples,
@@ -227,9 +372,6 @@ const evaluateAll = async (ctx: Context): Promise<EvalReport> => {
       inputs,
       samples,
     }
-  } finally {
-    models.base.dispose()
-    models.tuned.dispose()
   }
 }
 
@@ -241,8 +383,8 @@ const lossOptions = (ctx: Context, which: string) => ({
 
 export const run = (ctx: Context): Effect.Effect<OutputMeta<typeof evalOutputs>, Failure> =>
   Effect.map(
-    fromPromise(async () => {
-      const report = await evaluateAll(ctx)
+    fromPromise(async (signal) => {
+      const report = await evaluateAll(ctx, signal)
       writeReport(ctx.output("report"), report)
       return report
     }),

@@ -13,12 +13,20 @@
  * (Report.ts). Metrics: test_loss and test_perplexity of the tuned model,
  * and tuned/<score>, base/<score> for every score.
  *
+ * The backend resolves as training's does (plugins/train/BackendChoice.ts)
+ * and enters the step key. On torch the worker process loads both models
+ * (the adapter merged by peft) and computes the loss and the greedy
+ * answers; tokenizing, stop strings and scoring stay here, so the report
+ * has the same shape on either backend.
+ *
  * This module loads nothing heavy: the work lives in Run.ts.
  */
 import { Effect, Schema } from "effect"
 import { optional } from "../../core/Artifact.ts"
 import { definePlugin, withDefault } from "../../core/Plugin.ts"
 import { Adapter, Model, Records, Report, Tokenizer, Tokens } from "../kinds.ts"
+import { backendEnvironment } from "../train/BackendChoice.ts"
+import { Backend } from "../train/Params.ts"
 import type { ScorerFunction } from "./Scorers.ts"
 
 /** A function given in the pipeline file; it decodes and encodes as itself. */
@@ -46,8 +54,8 @@ export const EvalParams = Schema.Struct({
   scorers: Schema.Record(Schema.String, Scorer).pipe(withDefault({})),
   /** How the base was held while the adapter trained: "auto" reads the adapter's training.json. */
   adapterBase: Schema.Literals(["auto", "nf4", "none"]).pipe(withDefault("auto")),
-  /** TensorFlow.js backend: auto (tfjs-node-gpu, tfjs-node, wasm, cpu in that order) or one of them. */
-  backend: Schema.Literals(["auto", "tfjs-node-gpu", "tfjs-node", "wasm", "cpu"]).pipe(withDefault("auto")),
+  /** auto (torch-cuda, torch-cpu, then tfjs-node-gpu, tfjs-node, wasm, cpu), torch (CUDA, else CPU), or one backend. */
+  backend: Backend,
 })
 export type EvalParams = typeof EvalParams.Type
 
@@ -72,6 +80,7 @@ export const evaluate = definePlugin({
   inputs: evalInputs,
   outputs: evalOutputs,
   resources: { gpu: true, cpu: 1, memoryMb: 1024 },
+  environment: backendEnvironment,
   code: ["plugins/eval", "plugins/export", "plugins/train", "plugins/tokenize", "plugins/ingest"],
   run: (ctx) =>
     Effect.flatMap(

@@ -175,3 +175,45 @@ export const sequenceLogits = (model: LlamaModel, ids: ReadonlyArray<number>): F
   t.dispose()
   return out
 }
+
+export interface SampleLoopOptions {
+  /** Prompt ids, BOS first; empty starts from BOS. */
+  readonly promptIds: ReadonlyArray<number>
+  readonly maxTokens: number
+  /** The model's context length and BOS id. */
+  readonly maxSeqLen: number
+  readonly bosId: number
+  readonly temperature?: number
+  readonly topP?: number
+  readonly seed?: number
+  /** Ids that end generation without being emitted (default: BOS). */
+  readonly stopIds?: ReadonlyArray<number>
+  readonly onToken?: (id: number) => void
+}
+
+/**
+ * `generate`'s loop over a model that runs elsewhere (the torch backend's
+ * worker): `next` feeds ids after those fed before (`first` starts afresh)
+ * and gives the logits of the last position; sampling, stops and the limit
+ * are `generate`'s.
+ */
+export const sampleLoop = async (
+  next: (ids: number[], first: boolean) => Promise<Float32Array>,
+  options: SampleLoopOptions,
+): Promise<number[]> => {
+  const prompt = options.promptIds.length > 0 ? [...options.promptIds] : [options.bosId]
+  const stop = new Set(options.stopIds ?? [options.bosId])
+  const rng = new XorShift(options.seed ?? 0)
+  const out: number[] = []
+  const limit = Math.min(options.maxTokens, options.maxSeqLen - prompt.length + 1)
+  let input: number[] = prompt
+  while (out.length < limit) {
+    const row = await next(input, out.length === 0)
+    const id = sample(row, options.temperature ?? 0, options.topP ?? 0.9, rng)
+    if (stop.has(id)) break
+    out.push(id)
+    options.onToken?.(id)
+    input = [id]
+  }
+  return out
+}

@@ -4,12 +4,20 @@
  * [--tokenizer FILE] [--backend NAME]`: prints the prompt and its
  * continuation, as llama2.c's `run` does (with stories260K at temperature 0
  * the output is byte for byte run.c's).
+ *
+ * `--backend torch` (torch-cpu, torch-cuda) runs the model in the torch
+ * backend's worker; tokenizing, sampling and printing stay here, so a seed
+ * samples alike on either backend. `auto` is the tfjs chain.
  */
 import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import { parseArgs } from "node:util"
+import type { SampleLoopOptions } from "./Generate.ts"
+import type { HostModel } from "./ModelIO.ts"
 
 const USAGE =
-  "usage: tunegraph generate --model <dir | llama2.c file> [--adapter <dir>] [--prompt TEXT] [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--tokenizer FILE] [--backend auto|tfjs-node-gpu|tfjs-node|wasm|cpu]"
+  "usage: tunegraph generate --model <dir | llama2.c file> [--adapter <dir>] [--prompt TEXT] [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--tokenizer FILE] [--backend auto|torch|torch-cpu|torch-cuda|tfjs-node-gpu|tfjs-node|wasm|cpu]"
 
 class UsageError extends Error {}
 
@@ -70,6 +78,50 @@ const hfPrinter = async (file: string, prompt: string, bosId: number): Promise<P
   }
 }
 
+/** Whether a backend name is one of torch's (`torch`, `torch-cpu`, `torch-cuda`); other names go to tfjs as before. */
+const isTorchChoice = async (name: string | undefined): Promise<boolean> => {
+  if (name === undefined || name === "") return false
+  const { parseBackendChoice } = await import("./BackendChoice.ts")
+  try {
+    return parseBackendChoice(name).startsWith("torch")
+  } catch {
+    return false
+  }
+}
+
+/**
+ * The model on the torch backend's worker (a llama2.c checkpoint converted
+ * into a temporary Hugging Face directory first), sampled here.
+ */
+const generateOnTorch = async (
+  backendName: string,
+  modelPath: string,
+  adapterDir: string | undefined,
+  options: SampleLoopOptions,
+): Promise<number[]> => {
+  const [{ resolveBackend }, { hfBaseDir }, { TorchSession }, { sampleLoop }] = await Promise.all([
+    import("./BackendChoice.ts"),
+    import("./Step.ts"),
+    import("./torch/Session.ts"),
+    import("./Generate.ts"),
+  ])
+  const backend = resolveBackend(backendName)
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "tunegraph-generate-"))
+  const session = new TorchSession()
+  try {
+    const dir = await hfBaseDir(modelPath, tmp)
+    await session.load("model", {
+      path: dir,
+      ...(adapterDir === undefined ? {} : { adapter: path.resolve(adapterDir) }),
+      device: backend.name === "torch-cuda" ? "cuda" : "cpu",
+    })
+    return await sampleLoop((ids, first) => session.next("model", ids, first), options)
+  } finally {
+    await session.close()
+    fs.rmSync(tmp, { recursive: true, force: true })
+  }
+}
+
 export async function generateCommand(argv: string[]): Promise<number> {
   let values: Record<string, string | boolean | undefined>
   try {
@@ -112,15 +164,15 @@ export async function generateCommand(argv: string[]): Promise<number> {
     const seed = number(values.seed as string | undefined, "--seed", 0, (n) => Number.isInteger(n) && n >= 0)
     const prompt = (values.prompt as string | undefined) ?? ""
 
-    const [{ initBackend }, { loadModel }, { readAdapter }, { generate }] = await Promise.all([
-      import("./Backend.ts"),
-      import("./ModelIO.ts"),
-      import("./Lora.ts"),
-      import("./Generate.ts"),
-    ])
-    await initBackend((values.backend as string | undefined) ?? process.env.TUNEGRAPH_BACKEND)
-    const model = loadModel(modelPath)
+    const backendName = (values.backend as string | undefined) ?? process.env.TUNEGRAPH_BACKEND
+    const onTorch = await isTorchChoice(backendName)
+    const [{ initBackend }, { loadModel, loadModelInfo }, { checkAdapterShapes, readAdapter }] =
+      await Promise.all([import("./Backend.ts"), import("./ModelIO.ts"), import("./Lora.ts")])
+    if (!onTorch) await initBackend(backendName)
+    // On torch the weights are the worker's to load; here only the config and the tokenizer.
+    const model = onTorch ? loadModelInfo(modelPath) : loadModel(modelPath)
     const adapter = values.adapter === undefined ? undefined : readAdapter(values.adapter as string)
+    if (onTorch && adapter !== undefined) checkAdapterShapes(model.config, adapter)
     const tokFile = (values.tokenizer as string | undefined) ?? model.tokenizer?.path
     if (tokFile === undefined)
       throw new Error(
@@ -142,22 +194,37 @@ export async function generateCommand(argv: string[]): Promise<number> {
       prev = id
     }
     let chain = Promise.resolve()
-    await generate({
-      model,
-      ...(adapter ? { adapter } : {}),
-      promptIds: ids,
-      maxTokens,
-      temperature,
-      topP,
-      seed,
-      onToken: (id) => {
-        const before = prev
-        prev = id
-        chain = chain.then(async () => {
-          process.stdout.write(await printer.piece(id, before))
-        })
-      },
-    })
+    const onToken = (id: number) => {
+      const before = prev
+      prev = id
+      chain = chain.then(async () => {
+        process.stdout.write(await printer.piece(id, before))
+      })
+    }
+    if (onTorch) {
+      await generateOnTorch(backendName as string, modelPath, values.adapter as string | undefined, {
+        promptIds: ids,
+        maxTokens,
+        maxSeqLen: model.config.maxSeqLen,
+        bosId: model.config.bosId,
+        temperature,
+        topP,
+        seed,
+        onToken,
+      })
+    } else {
+      const { generate } = await import("./Generate.ts")
+      await generate({
+        model: model as HostModel,
+        ...(adapter ? { adapter } : {}),
+        promptIds: ids,
+        maxTokens,
+        temperature,
+        topP,
+        seed,
+        onToken,
+      })
+    }
     await chain
     process.stdout.write("\n")
     return 0

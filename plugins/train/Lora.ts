@@ -7,7 +7,7 @@
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { type LlamaConfig, layerNames } from "./LlamaConfig.ts"
+import { expectedShapes, type LlamaConfig, layerNames } from "./LlamaConfig.ts"
 import type { HostModel } from "./ModelIO.ts"
 import { type HostTensor, readSafetensors, writeSafetensors } from "./Safetensors.ts"
 
@@ -161,6 +161,13 @@ export const checkAdapter = (config: LlamaConfig, model: HostModel, adapter: Hos
         `adapter ${w}: A [${p.a.shape.join(", ")}] and B [${p.b.shape.join(", ")}] do not fit r=${r} and weight [${out}, ${inn}] (${config.nLayers} layers)`,
       )
   }
+}
+
+/** checkAdapter against the shapes a config implies, for a model whose weights are not loaded here. */
+export const checkAdapterShapes = (config: LlamaConfig, adapter: HostAdapter): void => {
+  const weights = new Map<string, HostTensor>()
+  for (const [name, shape] of expectedShapes(config)) weights.set(name, { shape, data: new Float32Array(0) })
+  checkAdapter(config, { config, weights, source: "hf" }, adapter)
 }
 
 /** W + scale · B A for every adapted weight: a plain model that needs no adapter. */

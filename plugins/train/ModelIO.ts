@@ -110,6 +110,28 @@ export const loadModel = (pathOrDir: string): HostModel => {
 }
 
 /**
+ * A model's config and tokenizer without its weights, for a backend that
+ * loads them itself: a Hugging Face directory's config.json; a llama2.c
+ * checkpoint is read whole.
+ */
+export const loadModelInfo = (pathOrDir: string): Omit<HostModel, "weights"> => {
+  const cfgPath = path.join(pathOrDir, "config.json")
+  if (!fs.existsSync(pathOrDir) || !fs.statSync(pathOrDir).isDirectory() || !fs.existsSync(cfgPath)) {
+    const { weights: _, ...info } = loadModel(pathOrDir)
+    return info
+  }
+  let json: unknown
+  try {
+    json = JSON.parse(fs.readFileSync(cfgPath, "utf-8"))
+  } catch (e) {
+    throw new ModelError(`${cfgPath}: invalid JSON (${e instanceof Error ? e.message : String(e)})`)
+  }
+  const config = configFromHf(json as Record<string, unknown>, cfgPath)
+  const tokenizer = findTokenizer(pathOrDir, config.vocabSize)
+  return { config, source: "hf", ...(tokenizer ? { tokenizer } : {}) }
+}
+
+/**
  * Saves a Hugging Face Llama directory: config.json, model.safetensors and
  * the tokenizer files when known. The bytes depend only on the weights.
  */
