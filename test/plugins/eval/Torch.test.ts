@@ -14,7 +14,9 @@ import { beforeAll, describe, expect, test } from "vitest"
 import { evaluate } from "../../../plugins/eval/index.ts"
 import { TokenizeParams } from "../../../plugins/tokenize/index.ts"
 import { tokenizeRecords } from "../../../plugins/tokenize/Run.ts"
+import { TokensWriter } from "../../../plugins/tokenize/TokensFile.ts"
 import { loadModel } from "../../../plugins/train/ModelIO.ts"
+import { Rng } from "../../../plugins/train/Rng.ts"
 import { hfBaseDir } from "../../../plugins/train/Step.ts"
 import { TorchSession, TorchSessionClosed, TorchSessionError } from "../../../plugins/train/torch/Session.ts"
 import { hasTorch } from "../../support/python.ts"
@@ -155,6 +157,34 @@ describe.skipIf(!hasTorch)("eval on torch", () => {
     // Each packed example is scored on its own: the loss of the unpacked tokens.
     const plain = readReport(await runEval("wasm", { model: storiesBin }, params))
     expect(relative(torch.scores.tuned.loss, plain.scores.tuned.loss)).toBeLessThan(TOLERANCE)
+  })
+
+  test("sequences longer than the context are cut to it and counted, as on wasm", async () => {
+    // Two sequences past stories260K's 512 positions, one short; some labels masked.
+    const long = path.join(dir, "long")
+    const w = new TokensWriter(long, false)
+    const rng = new Rng(7)
+    for (const n of [700, 530, 90]) {
+      const ids = Array.from({ length: n }, (_, i) => (i === 0 ? 1 : 3 + Math.floor(rng.next() * 509)))
+      w.write({ ids, labels: ids.map((id, i) => (i < 20 || i % 7 === 0 ? -100 : id)) })
+    }
+    w.close({
+      vocabSize: 512,
+      bosId: 1,
+      eosId: 2,
+      padId: 0,
+      maxLength: 1024,
+      tokenizer: { type: "llama2c", digest: "test" },
+      format: "none",
+      trainOnInputs: true,
+      examples: 3,
+    })
+    const params = { maxExamples: 0 }
+    const torch = readReport(await runEval("torch-cpu", { model: storiesBin, test: long }, params))
+    const wasm = readReport(await runEval("wasm", { model: storiesBin, test: long }, params))
+    expect(wasm.counts.truncatedSequences).toBe(2)
+    expect(torch.counts).toEqual(wasm.counts)
+    expect(relative(torch.scores.tuned.loss, wasm.scores.tuned.loss)).toBeLessThan(TOLERANCE)
   })
 
   test("the worker session answers in order, says what went wrong, and stops on abort", async () => {
