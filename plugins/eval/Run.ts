@@ -1,7 +1,9 @@
 /**
  * The eval step's body: load the base and the tuned model, score both on the
  * test tokens, answer the test prompts greedily with both, score the
- * answers, and write the report.
+ * answers, and write the report. The models live on tfjs (host weights, the
+ * adapter merged here) or in the torch worker (Torch.ts); everything else,
+ * from tokenizing to the report, is the same code on both.
  */
 import * as path from "node:path"
 import { Effect } from "effect"
