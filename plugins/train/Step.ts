@@ -107,37 +107,49 @@ const runTorch = async (
   return { ...r, backend: backend.name }
 }
 
+/**
+ * Runs the job. Interrupted, the step waits for the trainer to stop (the
+ * torch worker saves a checkpoint first), so the next run finds it.
+ */
 export const runTrainStep = (
   kind: TrainKind,
   ctx: TrainContext,
   output: "model" | "adapter",
 ): Effect.Effect<undefined, Failure> =>
-  Effect.tryPromise({
-    try: async (signal) => {
-      const stop = AbortSignal.any([ctx.signal, signal])
-      const backend = resolveBackend(ctx.params.backend)
-      const hooks = { log: ctx.log, metric: ctx.metric, progress: ctx.progress, annotate: ctx.annotate }
-      const out = (ctx.output as (name: string) => string)(output)
-      if (backend.family === "torch") {
-        await runTorch(kind, ctx, out, backend, hooks, stop)
-        return undefined
-      }
-      const base = ctx.inputs.base
-      await runInWorker(
-        {
-          kind,
-          base: base.path,
-          baseName: path.basename(base.path),
-          train: ctx.inputs.train.path,
-          ...(ctx.inputs.validation ? { validation: ctx.inputs.validation.path } : {}),
-          output: out,
-          checkpoints: ctx.checkpoints,
-          params: { ...ctx.params, backend: backend.name as TrainParams["backend"] },
-        },
-        hooks,
-        stop,
-      )
-      return undefined
-    },
-    catch: (e) => new StepError({ message: e instanceof Error ? e.message : String(e) }),
+  Effect.callback<undefined, Failure>((resume, signal) => {
+    const done = trainWith(kind, ctx, output, AbortSignal.any([ctx.signal, signal])).then(
+      () => resume(Effect.succeed(undefined)),
+      (e) => resume(Effect.fail(new StepError({ message: e instanceof Error ? e.message : String(e) }))),
+    )
+    return Effect.promise(() => done)
   })
+
+const trainWith = async (
+  kind: TrainKind,
+  ctx: TrainContext,
+  output: "model" | "adapter",
+  stop: AbortSignal,
+): Promise<void> => {
+  const backend = resolveBackend(ctx.params.backend)
+  const hooks = { log: ctx.log, metric: ctx.metric, progress: ctx.progress, annotate: ctx.annotate }
+  const out = (ctx.output as (name: string) => string)(output)
+  if (backend.family === "torch") {
+    await runTorch(kind, ctx, out, backend, hooks, stop)
+    return
+  }
+  const base = ctx.inputs.base
+  await runInWorker(
+    {
+      kind,
+      base: base.path,
+      baseName: path.basename(base.path),
+      train: ctx.inputs.train.path,
+      ...(ctx.inputs.validation ? { validation: ctx.inputs.validation.path } : {}),
+      output: out,
+      checkpoints: ctx.checkpoints,
+      params: { ...ctx.params, backend: backend.name as TrainParams["backend"] },
+    },
+    hooks,
+    stop,
+  )
+}

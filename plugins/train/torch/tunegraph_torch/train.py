@@ -205,6 +205,7 @@ def train(job, out, stop):
             optimizer.load_state_dict(saved["optimizer"])
             state = saved["state"]
             out.log(f"resumed from the checkpoint at step {state['step']}")
+            out.metric("resumed_from", state["step"], state["step"])
     resumed_from = state["step"]
 
     def checkpoint():
