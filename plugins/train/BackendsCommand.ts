@@ -180,8 +180,9 @@ export const formatRows = (
   rows.forEach((r, n) => {
     const c = cells[n] as string[]
     const status = r.available ? green(pad(c[1] as string, 1)) : red(pad(c[1] as string, 1))
-    const line = [pad(c[0] as string, 0), status, pad(c[2] as string, 2), c[3] as string].join("  ")
-    lines.push(`${r.auto ? "*" : " "} ${r.available ? line : dim(line)}`.trimEnd())
+    const rest = `${pad(c[2] as string, 2)}  ${c[3] as string}`.trimEnd()
+    const line = `${pad(c[0] as string, 0)}  ${status}  ${r.available ? rest : dim(rest)}`
+    lines.push(`${r.auto ? "*" : " "} ${line}`)
     if (r.reason !== null && !r.available)
       lines.push(`  ${" ".repeat(widths[0] as number)}  ${dim(r.reason)}`)
   })

@@ -121,6 +121,11 @@ describe("tunegraph backends", () => {
     const statusAt = rows.map((l) => l.search(/ (available|unavailable)/))
     expect(new Set(statusAt).size).toBe(1)
     expect(lines[0]!.indexOf("status")).toBe((statusAt[0] as number) + 1)
+    const deviceAt = rows.map((l) => {
+      const m = /(?:available|unavailable) +/.exec(l) as RegExpExecArray
+      return m.index + m[0].length
+    })
+    expect(new Set(deviceAt)).toEqual(new Set([lines[0]!.indexOf("device")]))
     const reason = lines[lines.indexOf(rows[1] as string) + 1] as string
     expect(reason.trim()).toContain("/nonexistent/python does not exist")
     expect(reason.search(/\S/)).toBe((statusAt[0] as number) + 1)
