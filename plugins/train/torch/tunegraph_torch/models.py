@@ -28,11 +28,20 @@ def autocast(device, dtype):
     return torch.autocast(device_type=device, dtype=dtype)
 
 
+def has_bitsandbytes():
+    try:
+        import bitsandbytes  # noqa: F401
+
+        return True
+    except Exception:
+        return False
+
+
 def load_causal_lm(path, device, kind, compute_dtype, trainable=True):
     from transformers import AutoModelForCausalLM
 
     kwargs = {"local_files_only": True, "attn_implementation": "sdpa"}
-    if kind == "qlora" and device == "cuda":
+    if kind == "qlora" and device == "cuda" and has_bitsandbytes():
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(

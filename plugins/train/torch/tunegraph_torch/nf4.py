@@ -28,7 +28,7 @@ def _f32(x):
 
 def quantize(w):
     """-> (codes uint8 [ceil(n/2)], absmax codes int8, absmax scales float32, mean float)."""
-    flat = w.detach().reshape(-1).float()
+    flat = w.detach().reshape(-1).float().cpu()
     n = flat.numel()
     blocks = (n + BLOCK - 1) // BLOCK
     padded = torch.zeros(blocks * BLOCK, dtype=torch.float32)
@@ -59,7 +59,7 @@ def quantize(w):
 
 
 def block_absmax(absmax_codes, scales, mean):
-    groups = torch.arange(absmax_codes.numel()) // ABSMAX_BLOCK
+    groups = torch.arange(absmax_codes.numel(), device=absmax_codes.device) // ABSMAX_BLOCK
     return (absmax_codes.double() * scales.double()[groups] + mean).float()
 
 
@@ -67,7 +67,7 @@ def dequantize(codes, absmax_codes, scales, mean, shape):
     n = shape[0] * shape[1]
     idx = torch.stack([codes >> 4, codes & 15], dim=1).reshape(-1)[:n].long()
     absmax = block_absmax(absmax_codes, scales, mean)
-    return (CODEBOOK[idx] * absmax.repeat_interleave(BLOCK)[:n]).view(shape)
+    return (CODEBOOK.to(codes.device)[idx] * absmax.repeat_interleave(BLOCK)[:n]).view(shape)
 
 
 class Nf4Linear(nn.Linear):
@@ -85,6 +85,7 @@ class Nf4Linear(nn.Linear):
         self.register_buffer("absmax_scales", scales)
         self.absmax_mean = mean
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+        self.to(linear.weight.device)
 
     def dequantized(self):
         return dequantize(self.weight, self.absmax_codes, self.absmax_scales, self.absmax_mean, self.shape)
