@@ -9,10 +9,14 @@ import { pythonCommand } from "../../plugins/train/torch/Python.ts"
 
 export const python = pythonCommand()
 
-const probe = spawnSync(python, ["-c", "import torch, transformers, peft, safetensors; print(torch.__version__)"], {
-  encoding: "utf8",
-  timeout: 120_000,
-})
+const probe = spawnSync(
+  python,
+  ["-c", "import torch, transformers, peft, safetensors; print(torch.__version__)"],
+  {
+    encoding: "utf8",
+    timeout: 120_000,
+  },
+)
 export const hasTorch = probe.status === 0
 export const torchMissing = hasTorch
   ? ""
@@ -30,7 +34,12 @@ export const runPython = (args: ReadonlyArray<string>, input?: string): string =
     input,
     maxBuffer: 1 << 30,
     timeout: 600_000,
-    env: { ...process.env, TRANSFORMERS_VERBOSITY: "error", HF_HUB_OFFLINE: "1", TOKENIZERS_PARALLELISM: "false" },
+    env: {
+      ...process.env,
+      TRANSFORMERS_VERBOSITY: "error",
+      HF_HUB_OFFLINE: "1",
+      TOKENIZERS_PARALLELISM: "false",
+    },
   })
   if (r.status !== 0) throw new Error(`${python} ${args.join(" ")} failed (${r.status}):\n${r.stderr}`)
   return r.stdout
