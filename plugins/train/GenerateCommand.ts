@@ -7,7 +7,8 @@
  *
  * `--backend torch` (torch-cpu, torch-cuda) runs the model in the torch
  * backend's worker; tokenizing, sampling and printing stay here, so a seed
- * samples alike on either backend. `auto` is the tfjs chain.
+ * samples alike on either backend. `auto` resolves as the steps do: torch
+ * where it is installed, else the tfjs chain.
  */
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -78,12 +79,16 @@ const hfPrinter = async (file: string, prompt: string, bosId: number): Promise<P
   }
 }
 
-/** Whether a backend name is one of torch's (`torch`, `torch-cpu`, `torch-cuda`); other names go to tfjs as before. */
+/**
+ * Whether the model runs on torch: a torch name (`torch`, `torch-cpu`,
+ * `torch-cuda`), or `auto` where torch is installed (as the steps resolve
+ * it); other names go to tfjs.
+ */
 const isTorchChoice = async (name: string | undefined): Promise<boolean> => {
-  if (name === undefined || name === "") return false
-  const { parseBackendChoice } = await import("./BackendChoice.ts")
+  const { parseBackendChoice, resolveBackend } = await import("./BackendChoice.ts")
   try {
-    return parseBackendChoice(name).startsWith("torch")
+    const choice = parseBackendChoice(name)
+    return choice === "auto" ? resolveBackend("auto").family === "torch" : choice.startsWith("torch")
   } catch {
     return false
   }
@@ -202,7 +207,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       })
     }
     if (onTorch) {
-      await generateOnTorch(backendName as string, modelPath, values.adapter as string | undefined, {
+      await generateOnTorch(backendName ?? "auto", modelPath, values.adapter as string | undefined, {
         promptIds: ids,
         maxTokens,
         maxSeqLen: model.config.maxSeqLen,

@@ -39,7 +39,17 @@ export const configFromHf = (json: Record<string, unknown>, where = "config.json
   if (json.hidden_act !== undefined && json.hidden_act !== "silu")
     throw new ConfigError(`${where}: hidden_act ${JSON.stringify(json.hidden_act)} is not "silu"`)
   if (json.rope_scaling !== undefined && json.rope_scaling !== null)
-    throw new ConfigError(`${where}: rope_scaling is not supported`)
+    throw new ConfigError(
+      `${where}: rope_scaling is not supported by the tfjs decoder (the torch backend runs it)`,
+    )
+  // transformers 5 writes the RoPE settings as rope_parameters.
+  const rope = (
+    typeof json.rope_parameters === "object" && json.rope_parameters !== null ? json.rope_parameters : {}
+  ) as Record<string, unknown>
+  if (rope.rope_type !== undefined && rope.rope_type !== "default")
+    throw new ConfigError(
+      `${where}: rope_parameters.rope_type ${JSON.stringify(rope.rope_type)} is not supported by the tfjs decoder (the torch backend runs it)`,
+    )
   const nHeads = int(json, "num_attention_heads", where)
   const dim = int(json, "hidden_size", where)
   const c: LlamaConfig = {
@@ -51,7 +61,12 @@ export const configFromHf = (json: Record<string, unknown>, where = "config.json
     vocabSize: int(json, "vocab_size", where),
     maxSeqLen: int(json, "max_position_embeddings", where, 2048),
     normEps: typeof json.rms_norm_eps === "number" ? json.rms_norm_eps : 1e-6,
-    ropeTheta: typeof json.rope_theta === "number" ? json.rope_theta : 10000,
+    ropeTheta:
+      typeof json.rope_theta === "number"
+        ? json.rope_theta
+        : typeof rope.rope_theta === "number"
+          ? rope.rope_theta
+          : 10000,
     tiedEmbeddings: json.tie_word_embeddings === true,
     bosId: typeof json.bos_token_id === "number" ? json.bos_token_id : 1,
     eosId: typeof json.eos_token_id === "number" ? json.eos_token_id : 2,

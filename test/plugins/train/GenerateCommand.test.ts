@@ -18,8 +18,9 @@ import { llama2cText, readScalarModel, scalarGreedy } from "./ScalarLlama.ts"
 const data = path.resolve(import.meta.dirname, "../../../../shared/data/model/stories260K")
 const bin = path.join(data, "stories260K.bin")
 
-/** Runs the command with stdout and stderr captured as bytes. */
+/** Runs the command with stdout and stderr captured as bytes, on the tfjs chain (test/cli/generate-torch.test.ts has torch). */
 const run = async (argv: string[]) => {
+  process.env.TUNEGRAPH_BACKEND = "wasm"
   const out: Buffer[] = []
   const err: Buffer[] = []
   const write = process.stdout.write
