@@ -135,14 +135,16 @@ const torchModels = async (
     import("./Torch.ts"),
   ])
   const baseDir = await hfBaseDir(ctx.inputs.base.path, ctx.scratch)
-  const baseConfig = loadModelInfo(baseDir).config
+  const baseInfo = loadModelInfo(baseDir)
+  const baseConfig = baseInfo.config
   const source = tunedSource(ctx)
   const device = backend.name === "torch-cuda" ? "cuda" : "cpu"
   const threads = Math.max(1, ctx.threads)
   let tunedConfig = baseConfig
   let tunedLoad: Parameters<TorchSession["load"]>[1]
   if (source.kind === "adapter") {
-    checkAdapterShapes(baseConfig, source.lora)
+    // For an architecture beyond the tfjs decoder's, peft checks the adapter as it loads it.
+    if (baseInfo.exact) checkAdapterShapes(baseConfig, source.lora)
     tunedLoad = {
       path: baseDir,
       adapter: (ctx.inputs.adapter as { path: string }).path,

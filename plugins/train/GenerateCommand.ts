@@ -177,7 +177,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
     // On torch the weights are the worker's to load; here only the config and the tokenizer.
     const model = onTorch ? loadModelInfo(modelPath) : loadModel(modelPath)
     const adapter = values.adapter === undefined ? undefined : readAdapter(values.adapter as string)
-    if (onTorch && adapter !== undefined) checkAdapterShapes(model.config, adapter)
+    if (onTorch && adapter !== undefined && (!("exact" in model) || model.exact))
+      checkAdapterShapes(model.config, adapter)
     const tokFile = (values.tokenizer as string | undefined) ?? model.tokenizer?.path
     if (tokFile === undefined)
       throw new Error(

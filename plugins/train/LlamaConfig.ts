@@ -35,7 +35,9 @@ const int = (json: Record<string, unknown>, key: string, where: string, fallback
 /** Reads a Hugging Face LlamaConfig object; fails on anything this decoder does not implement. */
 export const configFromHf = (json: Record<string, unknown>, where = "config.json"): LlamaConfig => {
   if (json.model_type !== undefined && json.model_type !== "llama")
-    throw new ConfigError(`${where}: model_type ${JSON.stringify(json.model_type)} is not "llama"`)
+    throw new ConfigError(
+      `${where}: model_type ${JSON.stringify(json.model_type)} is not "llama", the one the tfjs decoder runs (the torch backend runs it)`,
+    )
   if (json.hidden_act !== undefined && json.hidden_act !== "silu")
     throw new ConfigError(`${where}: hidden_act ${JSON.stringify(json.hidden_act)} is not "silu"`)
   if (json.rope_scaling !== undefined && json.rope_scaling !== null)

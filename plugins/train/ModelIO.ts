@@ -110,25 +110,69 @@ export const loadModel = (pathOrDir: string): HostModel => {
 }
 
 /**
- * A model's config and tokenizer without its weights, for a backend that
- * loads them itself: a Hugging Face directory's config.json; a llama2.c
- * checkpoint is read whole.
+ * A model's config and tokenizer without its weights, for the torch backend,
+ * which loads them itself: a Hugging Face directory's config.json, read as
+ * the tfjs decoder reads it where it can, else leniently (any architecture
+ * transformers loads: the vocabulary, context and special ids are what
+ * tunegraph needs of it; `exact` is false then); a llama2.c checkpoint is
+ * read whole.
  */
-export const loadModelInfo = (pathOrDir: string): Omit<HostModel, "weights"> => {
+export const loadModelInfo = (
+  pathOrDir: string,
+): Omit<HostModel, "weights"> & { readonly exact: boolean } => {
   const cfgPath = path.join(pathOrDir, "config.json")
   if (!fs.existsSync(pathOrDir) || !fs.statSync(pathOrDir).isDirectory() || !fs.existsSync(cfgPath)) {
     const { weights: _, ...info } = loadModel(pathOrDir)
-    return info
+    return { ...info, exact: true }
   }
-  let json: unknown
+  let json: Record<string, unknown>
   try {
-    json = JSON.parse(fs.readFileSync(cfgPath, "utf-8"))
+    json = JSON.parse(fs.readFileSync(cfgPath, "utf-8")) as Record<string, unknown>
   } catch (e) {
     throw new ModelError(`${cfgPath}: invalid JSON (${e instanceof Error ? e.message : String(e)})`)
   }
-  const config = configFromHf(json as Record<string, unknown>, cfgPath)
+  let config: LlamaConfig
+  let exact = true
+  try {
+    config = configFromHf(json, cfgPath)
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e
+    config = lenientConfig(json, cfgPath)
+    exact = false
+  }
   const tokenizer = findTokenizer(pathOrDir, config.vocabSize)
-  return { config, source: "hf", ...(tokenizer ? { tokenizer } : {}) }
+  return { config, source: "hf", exact, ...(tokenizer ? { tokenizer } : {}) }
+}
+
+/** The fields every causal LM's config.json has, whatever its architecture (lists of ids: the first). */
+const lenientConfig = (json: Record<string, unknown>, where: string): LlamaConfig => {
+  const text = (json.text_config ?? json) as Record<string, unknown>
+  const num = (key: string, fallback?: number): number => {
+    const v = text[key] ?? json[key]
+    if (typeof v === "number" && Number.isFinite(v)) return v
+    if (fallback !== undefined) return fallback
+    throw new ModelError(`${where}: ${key} must be a number, got ${JSON.stringify(v)}`)
+  }
+  const id = (key: string, fallback: number): number => {
+    const v = json[key] ?? text[key]
+    const first = Array.isArray(v) ? v[0] : v
+    return typeof first === "number" ? first : fallback
+  }
+  const heads = num("num_attention_heads", 1)
+  return {
+    dim: num("hidden_size", 0),
+    hiddenDim: num("intermediate_size", 0),
+    nLayers: num("num_hidden_layers", 0),
+    nHeads: heads,
+    nKvHeads: num("num_key_value_heads", heads),
+    vocabSize: num("vocab_size"),
+    maxSeqLen: num("max_position_embeddings", 2048),
+    normEps: num("rms_norm_eps", 1e-6),
+    ropeTheta: num("rope_theta", 10000),
+    tiedEmbeddings: json.tie_word_embeddings === true,
+    bosId: id("bos_token_id", 1),
+    eosId: id("eos_token_id", 2),
+  }
 }
 
 /**

@@ -4,6 +4,7 @@
  */
 import { Schema } from "effect"
 import { withDefault } from "../../core/Plugin.ts"
+import { BACKEND_CHOICES } from "./BackendChoice.ts"
 
 const Positive = Schema.Number.check(Schema.isGreaterThan(0))
 const NonNegative = Schema.Number.check(Schema.isGreaterThanOrEqualTo(0))
@@ -12,16 +13,7 @@ const PositiveCount = Schema.Int.check(Schema.isGreaterThan(0))
 const Fraction = Schema.Number.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThan(1))
 
 /** The backend a step computes on (plugins/train/BackendChoice.ts resolves it before the key is built). */
-export const Backend = Schema.Literals([
-  "auto",
-  "torch",
-  "torch-cuda",
-  "torch-cpu",
-  "tfjs-node-gpu",
-  "tfjs-node",
-  "wasm",
-  "cpu",
-]).pipe(withDefault("auto"))
+export const Backend = Schema.Literals(BACKEND_CHOICES).pipe(withDefault("auto"))
 
 /** The fields every trainer shares; `lr` and `weightDecay` defaults differ per step. */
 export const trainerFields = (defaults: { lr: number; weightDecay: number }) => ({
