@@ -20,7 +20,7 @@ export class QueryError extends Error {
 export const VIEWS: ReadonlyArray<{ readonly name: string; readonly doc: string }> = [
   {
     name: "runs",
-    doc: "one row per run: run, pipeline, pipeline_path, status, started, started_at, finished_at, ms, argv (JSON), host, pid, steps, ran, cached, failed",
+    doc: "one row per run: run, pipeline, pipeline_path, status (running|succeeded|failed|interrupted|crashed), started, started_at, finished_at, ms, argv (JSON), host, pid, steps, ran, cached, failed",
   },
   {
     name: "executions",
@@ -110,6 +110,13 @@ export class QueryConnection {
     const version = probe.pragma("user_version", { simple: true }) as number
     probe.close()
     if (version < migrations.length) Store.open(storeDir).close()
+    else
+      try {
+        // Runs whose process is gone read as crashed, never as running.
+        Store.open(storeDir).close()
+      } catch {
+        // a store this user may only read: shown as recorded
+      }
     const db = new Database(file, { readonly: true, fileMustExist: true })
     db.pragma("busy_timeout = 10000")
     // The short names shadow the tables for this connection only (temp schema is searched first).

@@ -130,7 +130,33 @@ export class Store {
     db.pragma("foreign_keys = ON")
     const store = new Store(dir, db)
     store.migrate()
+    store.reapCrashed()
     return store
+  }
+
+  /**
+   * Marks as crashed the runs still shown as running whose process is gone
+   * (same host: a run killed with kill -9, or a machine that lost power), so
+   * no reader ever sees a dead run as running. Their end time is the last
+   * moment the run is known to have been alive: its last recorded step.
+   */
+  reapCrashed(): number {
+    const rows = this.sql("SELECT id, pid FROM runs WHERE status = 'running' AND host = ?").all(
+      HOST,
+    ) as Array<{
+      id: string
+      pid: number
+    }>
+    let n = 0
+    for (const r of rows) {
+      if (r.pid === process.pid || processAlive(r.pid)) continue
+      n += this.sql(
+        `UPDATE runs SET status = 'crashed', finished_at = coalesce(
+           (SELECT max(coalesce(finished_at, started_at)) FROM executions WHERE run_id = runs.id), started_at)
+         WHERE id = ? AND status = 'running'`,
+      ).run(r.id).changes
+    }
+    return n
   }
 
   close() {

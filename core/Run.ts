@@ -197,7 +197,6 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
     })
 
     const outcomes = new Map<string, StepOutcome>()
-    const pending: ExecutionRecord[] = [] // cached/failed/skipped rows, written together at the end
     const held = new Set<string>()
     const cpus = Math.max(1, options.cpus ?? 2)
 
@@ -212,7 +211,8 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
       const finish = (outcome: StepOutcome, record: ExecutionRecord | undefined, result: NodeResult) =>
         Effect.gen(function* () {
           outcomes.set(outcome.node, outcome)
-          if (record !== undefined) pending.push(record)
+          // Written as it happens: a run killed with kill -9 keeps every row it already knew.
+          if (record !== undefined) store.record(record)
           emit({ type: "end", outcome })
           yield* Deferred.succeed(done.get(outcome.node)!, result)
           if (!result.ok && options.failFast === true) return yield* Effect.die(new FailFast())
@@ -471,7 +471,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             Effect.ensuring(Effect.sync(() => removeTree(tmp))),
             Effect.onInterrupt(() =>
               Effect.sync(() => {
-                pending.push({
+                store.record({
                   ...baseRecord(node, key, "interrupted", t0, { error: "interrupted" }),
                   ...common,
                   log: log.join("\n"),
@@ -627,7 +627,6 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
                 ms: 0,
               })
             }
-          store.recordMany(pending)
           const interrupted = Exit.isFailure(exit) && Cause.hasInterrupts(exit.cause)
           const failed = [...outcomes.values()].some((o) => o.status === "failed")
           store.finishRun(

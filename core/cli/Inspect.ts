@@ -60,7 +60,11 @@ export const cmdRuns = (argv: ReadonlyArray<string>): number => {
   for (const r of out) {
     const c = r.steps
     const word =
-      r.status === "succeeded" ? green(r.status) : r.status === "failed" ? red(r.status) : yellow(r.status)
+      r.status === "succeeded"
+        ? green(r.status)
+        : r.status === "failed" || r.status === "crashed"
+          ? red(r.status)
+          : yellow(r.status)
     process.stdout.write(
       `${r.run}  ${word.padEnd(9)}  ${r.pipeline}  ${dim(`${c.ran ?? 0} ran, ${c.cached ?? 0} cached, ${c.failed ?? 0} failed`)}  ${dim(r.ms === null ? "" : seconds(r.ms))}\n`,
     )
