@@ -247,10 +247,14 @@ export const collectGarbage = (store: Store, options: GcOptions): GcReport => {
     if (dryRun) return true
     fs.mkdirSync(trash, { recursive: true })
     const moved = path.join(trash, digest)
+    // A read-only directory cannot move to another parent: its `..` entry changes.
+    const isDir = fs.lstatSync(p).isDirectory()
+    if (isDir) fs.chmodSync(p, 0o755)
     fs.renameSync(p, moved)
     // A run that recorded this very digest meanwhile keeps it.
     if (hasRow.get(digest) !== undefined) {
       fs.renameSync(moved, p)
+      if (isDir) fs.chmodSync(p, 0o555)
       return false
     }
     return true

@@ -302,7 +302,11 @@ export class Store {
       stored = { digest: h.digest, size: h.size, isDir: false, entries: [] }
     } else throw new Error(`output ${src} is neither a file nor a directory`)
     const dest = this.objectPath(stored.digest)
-    fs.mkdirSync(path.dirname(dest), { recursive: true })
+    const shard = path.dirname(dest)
+    if (!fs.existsSync(shard)) {
+      fs.mkdirSync(shard, { recursive: true })
+      durability.fsyncDir(this.objectsDir)
+    }
     if (fs.existsSync(dest)) {
       if (intactOnDisk(dest, stored)) {
         removeTree(src)
@@ -310,9 +314,18 @@ export class Store {
       }
       removeTree(dest)
     }
+    // Inner directories: read-only, and their entries durable before the rename publishes them.
+    const dirs = stored.isDir ? innerDirs(src) : []
     makeReadOnly(src, stored.isDir)
+    for (const d of dirs) {
+      durability.fsyncDir(d)
+      fs.chmodSync(d, 0o555)
+    }
+    if (stored.isDir) durability.fsyncDir(src)
     fs.renameSync(src, dest)
-    fsyncDir(path.dirname(dest))
+    // The root last: renaming a directory into another parent needs it writable.
+    if (stored.isDir) fs.chmodSync(dest, 0o555)
+    durability.fsyncDir(shard)
     return stored
   }
 
@@ -569,6 +582,26 @@ const fsyncFile = (file: string) => {
   } finally {
     fs.closeSync(fd)
   }
+}
+
+/** Every directory below `root` (not `root` itself), deepest first. */
+const innerDirs = (root: string): string[] => {
+  const out: string[] = []
+  const walk = (dir: string) => {
+    for (const d of fs.readdirSync(dir, { withFileTypes: true }))
+      if (d.isDirectory()) {
+        const abs = path.join(dir, d.name)
+        walk(abs)
+        out.push(abs)
+      }
+  }
+  walk(root)
+  return out
+}
+
+/** How directories are made durable; a test may watch which ones are. */
+export const durability = {
+  fsyncDir: (dir: string) => fsyncDir(dir),
 }
 
 const fsyncDir = (dir: string) => {

@@ -164,6 +164,7 @@ describe("the store", () => {
     expect(fs.readFileSync(up, "utf8")).toBe("HELLO")
     // A directory object with one file deleted.
     const shoutDir = objectPath(dir, outputOf(first, "shout", "text"))
+    fs.chmodSync(shoutDir, 0o755)
     fs.chmodSync(path.join(shoutDir, "len.txt"), 0o644)
     fs.rmSync(path.join(shoutDir, "len.txt"))
     expect(ran(runJson(dir, ["pipeline.ts"]).json)).toEqual(["shout"])
