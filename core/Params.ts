@@ -109,6 +109,9 @@ const describeIssues = (node: StepNode, input: Record<string, unknown>, cause: s
     if (line === "Expected no excess property")
       out.push(`  ${field}: unknown parameter (${node.plugin.name} takes: ${knownFields(node).join(", ")})`)
     else if (line.startsWith("Missing key")) out.push(`  ${field}: missing (required)`)
+    else if (!line.startsWith("Expected "))
+      // A rule of the plugin's own (a check in its Schema): its message says what is wrong.
+      out.push(`  ${field || "(params)"}: ${line}`)
     else out.push(`  ${field || "(params)"}: expected ${expected}, got ${JSON.stringify(given) ?? "nothing"}`)
   }
   return `invalid parameters for node "${node.name}" (plugin ${node.plugin.name}):\n${out.join("\n")}`

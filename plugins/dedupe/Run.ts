@@ -14,6 +14,7 @@ import { Fingerprinter } from "./Fingerprint.ts"
 import type { DedupeContext, DedupeParams } from "./index.ts"
 import { Lsh } from "./Lsh.ts"
 import { jaccard, MinHasher } from "./MinHash.ts"
+import { dedupeProblem, SKETCH } from "./Options.ts"
 import { Seen } from "./Seen.ts"
 import { recordFields } from "./TextFields.ts"
 
@@ -43,7 +44,6 @@ export interface DedupeSummary {
   readonly indexBytes: number
 }
 
-const SKETCH = 32
 const MAX_CLUSTERS = 10
 const MAX_MEMBERS = 5
 
@@ -92,19 +92,7 @@ class Growable {
   }
 }
 
-export const checkOptions = (o: DedupeOptions): string | undefined => {
-  if (!o.exact && !o.near) return "nothing to do: set exact or near (or both) to true"
-  if (o.near) {
-    if (!Number.isInteger(o.bands) || !Number.isInteger(o.rows) || o.bands < 1 || o.rows < 1)
-      return `bands and rows must be positive integers, got ${o.bands} × ${o.rows}`
-    if (o.bands * o.rows > o.permutations)
-      return `bands × rows (${o.bands} × ${o.rows} = ${o.bands * o.rows}) exceeds permutations (${o.permutations})`
-    if (o.permutations < SKETCH) return `permutations must be at least ${SKETCH}`
-    if (!(o.threshold > 0 && o.threshold <= 1)) return `threshold must be in (0, 1], got ${o.threshold}`
-    if (!Number.isInteger(o.ngram) || o.ngram < 1) return `ngram must be a positive integer, got ${o.ngram}`
-  }
-  return undefined
-}
+export const checkOptions = (o: DedupeOptions): string | undefined => dedupeProblem(o)?.message
 
 export const dedupeFile = async (
   input: string,

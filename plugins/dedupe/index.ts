@@ -6,6 +6,7 @@
 import { Effect, Schema } from "effect"
 import { definePlugin, type StepContext, withDefault } from "../../core/Plugin.ts"
 import { Records, Report } from "../kinds.ts"
+import { dedupeProblem } from "./Options.ts"
 
 export const DedupeParams = Schema.Struct({
   /** Drop records whose normalised text (NFKC, whitespace collapsed, trimmed) equals an earlier one's. */
@@ -27,7 +28,12 @@ export const DedupeParams = Schema.Struct({
   threshold: Schema.Number.pipe(withDefault(0.8)),
   /** Seed of the MinHash permutations. */
   seed: Schema.Number.pipe(withDefault(1)),
-})
+}).check(
+  Schema.makeFilter((o) => {
+    const p = dedupeProblem(o)
+    return p === undefined ? undefined : { path: [p.field], issue: p.message }
+  }),
+)
 export type DedupeParams = typeof DedupeParams.Type
 
 const inputs = { records: Records }

@@ -6,25 +6,12 @@
  * identical records always land together.
  */
 import { murmur128 } from "../dedupe/Fingerprint.ts"
+import type { Ratios } from "./Ratios.ts"
+
+export { checkRatios, type Ratios } from "./Ratios.ts"
 
 export type SplitName = "train" | "validation" | "test"
 export const SPLITS: ReadonlyArray<SplitName> = ["train", "validation", "test"]
-
-export interface Ratios {
-  readonly train: number
-  readonly validation: number
-  readonly test: number
-}
-
-/** Why the ratios cannot be used, or undefined. */
-export const checkRatios = (r: Ratios): string | undefined => {
-  for (const s of SPLITS)
-    if (!(r[s] >= 0 && r[s] <= 1)) return `ratio ${s} must be between 0 and 1, got ${r[s]}`
-  const sum = r.train + r.validation + r.test
-  if (Math.abs(sum - 1) > 1e-9)
-    return `ratios must add up to 1, got ${r.train} + ${r.validation} + ${r.test} = ${sum}`
-  return undefined
-}
 
 const bytes = new Uint8Array(new ArrayBuffer(32))
 const words = new Uint32Array(bytes.buffer)

@@ -7,12 +7,22 @@
 import { Effect, Schema } from "effect"
 import { definePlugin, type StepContext, withDefault } from "../../core/Plugin.ts"
 import { Records, Report } from "../kinds.ts"
+import { ratiosProblem } from "./Ratios.ts"
 
 export const SplitParams = Schema.Struct({
   /** Shares of the three splits; they must add up to 1 (a share may be 0). */
-  ratios: Schema.Struct({ train: Schema.Number, validation: Schema.Number, test: Schema.Number }).pipe(
-    withDefault({ train: 0.8, validation: 0.1, test: 0.1 }),
-  ),
+  ratios: Schema.Struct({ train: Schema.Number, validation: Schema.Number, test: Schema.Number })
+    .check(
+      Schema.makeFilter((r) => {
+        const p = ratiosProblem(r)
+        return p === undefined
+          ? undefined
+          : p.field === undefined
+            ? p.message
+            : { path: [p.field], issue: p.message }
+      }),
+    )
+    .pipe(withDefault({ train: 0.8, validation: 0.1, test: 0.1 })),
   /** Seed of the assignment hash: another seed, another (equally stable) split. */
   seed: Schema.Number.pipe(withDefault(0)),
   /** A field path (e.g. "meta.intent"): records with the same value stay on one side. */

@@ -114,8 +114,9 @@ describe("dedupe", () => {
 
   it("refuses inconsistent LSH settings with a message saying why", async () => {
     const file = recordsFile([{ prompt: "a", completion: "b" }])
-    const r = await runStep(dedupe, asInput(file), { near: true, bands: 20, rows: 8 })
-    expect(r.error?.message).toContain("bands × rows (20 × 8 = 160) exceeds permutations (128)")
+    await expect(runStep(dedupe, asInput(file), { near: true, bands: 20, rows: 8 })).rejects.toThrow(
+      "bands × rows (20 × 8 = 160) exceeds permutations (128)",
+    )
   })
 })
 

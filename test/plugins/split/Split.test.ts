@@ -157,8 +157,9 @@ describe("split", () => {
       field: "meta.g",
       message: expect.stringContaining('record 2 has no field "meta.g"'),
     })
-    const bad = await runStep(split, asInput(file), { ratios: { train: 0.8, validation: 0.1, test: 0.2 } })
-    expect(bad.error?.message).toContain("ratios must add up to 1")
+    await expect(
+      runStep(split, asInput(file), { ratios: { train: 0.8, validation: 0.1, test: 0.2 } }),
+    ).rejects.toThrow("ratios must add up to 1")
   })
 })
 
