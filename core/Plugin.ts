@@ -10,7 +10,7 @@
  */
 import { createHash } from "node:crypto"
 import { Effect, Schema } from "effect"
-import type { ArtifactKind, InputSpec, RuntimeInput } from "./Artifact.ts"
+import type { Artifact, ArtifactKind, InputSpec, RuntimeInput } from "./Artifact.ts"
 
 export interface Resources {
   /** Wants the accelerator: takes one GPU slot (steps still run on CPU or WebAssembly without one). */
@@ -46,6 +46,24 @@ export interface StepContext<P, I extends Record<string, InputSpec>, O extends R
   readonly metric: (name: string, value: number, step?: number) => void
   readonly progress: (done: number, total?: number, detail?: string) => void
   readonly annotate: (fields: Annotations) => void
+  /** Directory a relative path outside the store resolves against (where `tunegraph run` started). */
+  readonly workDir?: string
+  /** False where the step must write nothing outside the store (`reproduce`): a sink only builds its artifact. */
+  readonly sinks?: boolean
+}
+
+/**
+ * What a sink's `publish` sees on a cache hit: the stored outputs, to check
+ * that what lives outside the store (an export directory) still matches them.
+ */
+export interface PublishContext<P, O extends Record<string, ArtifactKind>> {
+  readonly node: string
+  readonly params: P
+  readonly outputs: { readonly [K in keyof O]: Artifact }
+  readonly workDir: string
+  readonly log: (line: string) => void
+  /** SHA-256 of a file outside the store, through the stat cache (an unchanged file is not read again). */
+  readonly digest: (file: string) => string
 }
 
 type MetaOf<K> = K extends ArtifactKind<string, infer M> ? M : never
@@ -83,6 +101,8 @@ export interface Plugin<
   /** What the step will compute with, resolved before its key is built (core/StepKey.ts); throws when it cannot run here. */
   readonly environment?: (params: P["Type"]) => Readonly<Record<string, string>>
   readonly run: (ctx: StepContext<P["Type"], I, O>) => Effect.Effect<OutputMeta<O> | undefined, Failure>
+  /** A sink's check on a cache hit (see PluginOptions.publish). */
+  readonly publish?: (ctx: PublishContext<P["Type"], O>) => Effect.Effect<void, Failure>
 }
 
 export interface PluginOptions<
@@ -112,6 +132,14 @@ export interface PluginOptions<
    */
   readonly environment?: (params: P["Type"]) => Readonly<Record<string, string>>
   readonly run: (ctx: StepContext<P["Type"], I, O>) => Effect.Effect<RunResult<O>, Failure>
+  /**
+   * Makes the step a sink: its outputs also live outside the store (an
+   * export's directory). `run` writes them there; on every cache hit the
+   * engine calls `publish`, which checks that the outside copy still matches
+   * the stored outputs and writes it again where it is missing or differs.
+   * Not called where writing outside the store is off (`reproduce`).
+   */
+  readonly publish?: (ctx: PublishContext<P["Type"], O>) => Effect.Effect<void, Failure>
 }
 
 /** What a step's Effect yields: metadata per output, or nothing (Effect.void). */
@@ -147,6 +175,7 @@ export const definePlugin = <
     outputs: options.outputs,
     resources: options.resources ?? {},
     ...(options.environment === undefined ? {} : { environment: options.environment }),
+    ...(options.publish === undefined ? {} : { publish: options.publish }),
     run: (ctx) => Effect.map(options.run(ctx), (m) => (m === undefined ? undefined : (m as OutputMeta<O>))),
   }
 }

@@ -99,6 +99,9 @@ export const reproduce = async (
         targets: [producer.node],
         overrides: overrides.map((o) => parseOverride(o, loaded.pipeline)),
         argv: ["reproduce", `sha256:${digest}`],
+        // Nothing outside the scratch store: exports only build their artifacts.
+        sinks: false,
+        workDir: scratch,
         runId: newRunId(),
         ...(options.cpus === undefined ? {} : { cpus: options.cpus }),
         ...(options.gpus === undefined ? {} : { gpus: options.gpus }),

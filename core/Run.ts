@@ -16,7 +16,7 @@ import type { Artifact, ArtifactKind, InputSpec, Ref } from "./Artifact.ts"
 import { type Override, prepareAll } from "./Params.ts"
 import { dependencies, type Node, type Pipeline, type StepNode, topoOrder } from "./Pipeline.ts"
 import type { Annotations, Failure } from "./Plugin.ts"
-import { resolveSource } from "./Sources.ts"
+import { fileDigest, resolveSource } from "./Sources.ts"
 import { type KeyIngredients, stepKey } from "./StepKey.ts"
 
 export type StepStatus = "cached" | "ran" | "failed" | "skipped"
@@ -68,6 +68,10 @@ export interface RunOptions {
   readonly argv?: ReadonlyArray<string>
   readonly runId?: string
   readonly onEvent?: (e: RunEvent) => void
+  /** Directory relative paths outside the store (export targets) resolve against; the process's by default. */
+  readonly workDir?: string
+  /** False: steps write nothing outside the store (sinks only build their artifacts), as `reproduce` runs. */
+  readonly sinks?: boolean
 }
 
 export class RunError extends Error {
@@ -199,6 +203,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
     const outcomes = new Map<string, StepOutcome>()
     const held = new Set<string>()
     const cpus = Math.max(1, options.cpus ?? 2)
+    const workDir = options.workDir ?? process.cwd()
 
     return Effect.gen(function* () {
       const cpuSem = yield* Semaphore.make(cpus)
@@ -294,6 +299,29 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
           }
           let cachedFrom = 0
           const cachedOutcome = (res: NodeResult) =>
+            Effect.gen(function* () {
+              const published = yield* publishCached(node, prepared.decoded, res.outputs).pipe(Effect.exit)
+              if (Exit.isFailure(published)) {
+                if (Cause.hasInterruptsOnly(published.cause)) return yield* Effect.interrupt
+                const error = describeFailure(published.cause)
+                return yield* finish(
+                  {
+                    node: name,
+                    plugin: node.plugin.name,
+                    status: "failed",
+                    key,
+                    outputs: {},
+                    ms: Date.now() - t0,
+                    error,
+                    ...(node.group === undefined ? {} : { group: node.group }),
+                  },
+                  { ...baseRecord(node, key, "failed", t0, { error }), ...common },
+                  { ok: false, outputs: {} },
+                )
+              }
+              return yield* cachedFinish(res)
+            })
+          const cachedFinish = (res: NodeResult) =>
             finish(
               {
                 node: name,
@@ -347,6 +375,24 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             release,
           )
         })
+
+      /** A sink's outside copy, checked on a cache hit and written again where it is missing or differs. */
+      const publishCached = (
+        node: StepNode,
+        decoded: unknown,
+        outputs: Readonly<Record<string, Artifact>>,
+      ) => {
+        const publish = node.plugin.publish
+        if (publish === undefined || options.sinks === false) return Effect.void
+        return publish({
+          node: node.name,
+          params: decoded,
+          outputs,
+          workDir,
+          log: (line: string) => emit({ type: "log", node: node.name, line }),
+          digest: (file: string) => fileDigest(store, file).digest,
+        } as never)
+      }
 
       const runSource = (node: Extract<Node, { _tag: "Source" }>, t0: number) =>
         Effect.gen(function* () {
@@ -461,6 +507,8 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             annotate: (fields: Annotations) => {
               annotations = { ...annotations, ...fields }
             },
+            workDir,
+            sinks: options.sinks !== false,
           }
           const exit = yield* node.plugin.run(ctx as never).pipe(
             Effect.onInterrupt(() => Effect.sync(() => abort.abort())),

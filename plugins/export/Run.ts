@@ -3,8 +3,17 @@
  * it, then publish a copy at `to` (Target.ts).
  */
 import * as fs from "node:fs"
+import * as path from "node:path"
 import type { Effect } from "effect"
-import { type Failure, fromPromise, type OutputMeta, type StepContext, StepError } from "../../core/Plugin.ts"
+import type { Artifact } from "../../core/Artifact.ts"
+import {
+  type Failure,
+  fromPromise,
+  type OutputMeta,
+  type PublishContext,
+  type StepContext,
+  StepError,
+} from "../../core/Plugin.ts"
 import { checkAdapter, readAdapter } from "../train/Lora.ts"
 import { loadModel } from "../train/ModelIO.ts"
 import { writeHfModel, writeTokenizer } from "./HfModel.ts"
@@ -37,16 +46,64 @@ const attempt = <A>(f: () => Promise<A>): Effect.Effect<A, Failure> =>
     }),
   )
 
-/** Resolves and checks `to` before any work, so a refused target fails fast. */
-const prepareTarget = (to: string, overwrite: boolean): string => {
-  const target = resolveTarget(to)
-  checkTarget(target, overwrite)
+/** Resolves and checks `to` before any work, so a refused target fails fast (not checked where sinks are off). */
+const prepareTarget = (ctx: {
+  params: { to: string; overwrite: boolean }
+  workDir?: string
+  sinks?: boolean
+}) => {
+  const target = resolveTarget(ctx.params.to, ctx.workDir ?? process.cwd())
+  if (ctx.sinks !== false) checkTarget(target, ctx.params.overwrite)
   return target
 }
 
+/** Copies the built directory to the target, unless sinks are off; says what it did. */
+const publish = (
+  ctx: { params: { overwrite: boolean }; sinks?: boolean },
+  out: string,
+  target: string,
+): string => {
+  if (ctx.sinks === false) return `built (not written to ${target}: writing outside the store is off)`
+  return publishDirectory(out, target, ctx.params.overwrite).exists ? `replaced ${target}` : `wrote ${target}`
+}
+
+/** Whether `target` holds exactly the artifact's files, byte for byte. */
+const sameFiles = (target: string, art: Artifact, digest: (file: string) => string): boolean => {
+  try {
+    const st = fs.lstatSync(target)
+    if (!st.isDirectory()) return false
+    const names = fs.readdirSync(target).sort()
+    const want = art.files.map((f) => f.path).sort()
+    if (names.length !== want.length || names.some((n, i) => n !== want[i])) return false
+    return art.files.every((f) => {
+      const p = path.join(target, f.path)
+      const s = fs.lstatSync(p)
+      return s.isFile() && s.size === f.size && digest(p) === f.digest
+    })
+  } catch {
+    return false
+  }
+}
+
+/**
+ * An export is a sink: on a cache hit its directory is checked against the
+ * artifact, and written again where it is missing or differs (a deleted
+ * target, an edited file, another working directory).
+ */
+export const republish = (
+  ctx: PublishContext<{ to: string; overwrite: boolean }, typeof exportOutputs>,
+): Effect.Effect<void, Failure> =>
+  attempt(async () => {
+    const art = ctx.outputs.export
+    const target = resolveTarget(ctx.params.to, ctx.workDir)
+    if (sameFiles(target, art, ctx.digest)) return
+    const state = publishDirectory(art.path, target, ctx.params.overwrite)
+    ctx.log(`${state.exists ? "rewrote" : "wrote"} ${target} from the cached export`)
+  })
+
 export const runExportAdapter = (ctx: AdapterContext): Effect.Effect<Meta, Failure> =>
   attempt(async () => {
-    const target = prepareTarget(ctx.params.to, ctx.params.overwrite)
+    const target = prepareTarget(ctx)
     const source = ctx.inputs.adapter.path
     const adapter = checkPeftAdapter(source)
     const base = ctx.inputs.base
@@ -61,16 +118,15 @@ export const runExportAdapter = (ctx: AdapterContext): Effect.Effect<Meta, Failu
       node: ctx.node,
       kind: "peft-adapter",
     })
-    const state = publishDirectory(out, target, ctx.params.overwrite)
     ctx.log(
-      `${state.exists ? "replaced" : "wrote"} ${target}: PEFT LoRA r=${adapter.r} on ${adapter.targets.join(", ")}, ${adapter.layers.length} layers, ${adapter.tensors.size} tensors`,
+      `${publish(ctx, out, target)}: PEFT LoRA r=${adapter.r} on ${adapter.targets.join(", ")}, ${adapter.layers.length} layers, ${adapter.tensors.size} tensors`,
     )
     return { export: { to: target, kind: marker.kind, files: [...marker.files] } }
   })
 
 export const runExportMerged = (ctx: MergedContext): Effect.Effect<Meta, Failure> =>
   attempt(async () => {
-    const target = prepareTarget(ctx.params.to, ctx.params.overwrite)
+    const target = prepareTarget(ctx)
     const modelInput = ctx.inputs.model
     const adapterInput = ctx.inputs.adapter
     const base = loadModel(modelInput.path)
@@ -98,9 +154,6 @@ export const runExportMerged = (ctx: MergedContext): Effect.Effect<Meta, Failure
       node: ctx.node,
       kind: "merged-model",
     })
-    const state = publishDirectory(out, target, ctx.params.overwrite)
-    ctx.log(
-      `${state.exists ? "replaced" : "wrote"} ${target}: Hugging Face Llama (${ctx.params.dtype}), ${note}`,
-    )
+    ctx.log(`${publish(ctx, out, target)}: Hugging Face Llama (${ctx.params.dtype}), ${note}`)
     return { export: { to: target, kind: marker.kind, files: [...marker.files] } }
   })

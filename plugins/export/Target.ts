@@ -183,6 +183,8 @@ export const publishDirectory = (source: string, target: string, overwrite: bool
       if (!entry.isFile()) throw new TargetError(`${path.join(source, entry.name)} is not a plain file`)
       const dest = path.join(tmp, entry.name)
       fs.copyFileSync(path.join(source, entry.name), dest)
+      // A copy of a read-only object in the store is the user's to edit.
+      fs.chmodSync(dest, 0o644)
       fsyncPath(dest)
     }
     fsyncPath(tmp)

@@ -10,8 +10,10 @@
  * directory `tunegraph run` started in. The export replaces only a directory
  * it wrote itself (marked by tunegraph-export.json) unless `overwrite` is set,
  * never writes through a symbolic link or a `..`, and swaps the directory in
- * whole (Target.ts). The step is cached like any other: after deleting the
- * target by hand, re-run it with `--force <node>`.
+ * whole (Target.ts). An export is a sink: on a cache hit its directory is
+ * checked against the cached artifact and written again when it is missing or
+ * its files differ, so a deleted target, an edited file or a run from another
+ * working directory needs no `--force`. `reproduce` writes no export.
  *
  * This module loads nothing heavy: the work lives in Run.ts.
  */
@@ -25,6 +27,8 @@ const target = {
   to: Schema.String.check(Schema.isMinLength(1)),
   /** Replace a directory the export did not write (never needed for its own). */
   overwrite: Schema.Boolean.pipe(withDefault(false)),
+  /** Register the export in MLflow's model registry under this name when runs are logged there (core/mlflow). */
+  registerAs: Schema.optionalKey(Schema.String.check(Schema.isMinLength(1))),
 }
 
 export const ExportAdapterParams = Schema.Struct({
@@ -72,6 +76,11 @@ export const exportAdapter = definePlugin({
       Effect.promise(() => import("./Run.ts")),
       (m) => m.runExportAdapter(ctx),
     ),
+  publish: (ctx) =>
+    Effect.flatMap(
+      Effect.promise(() => import("./Run.ts")),
+      (m) => m.republish(ctx),
+    ),
 })
 
 export const exportMerged = definePlugin({
@@ -86,5 +95,10 @@ export const exportMerged = definePlugin({
     Effect.flatMap(
       Effect.promise(() => import("./Run.ts")),
       (m) => m.runExportMerged(ctx),
+    ),
+  publish: (ctx) =>
+    Effect.flatMap(
+      Effect.promise(() => import("./Run.ts")),
+      (m) => m.republish(ctx),
     ),
 })
