@@ -14,7 +14,13 @@ export const trainFull = definePlugin({
   name: "train-full",
   version: 1,
   params: FullParams,
-  inputs: { train: Tokens, validation: optional(Tokens), base: Model },
+  inputs: {
+    train: Tokens,
+    validation: optional(Tokens),
+    base: Model,
+    /** An earlier result to continue from (sequential fine-tuning), keyed by its digest. */
+    init: optional(Model),
+  },
   outputs: { model: Model },
   // Two data-parallel shards on the CPU backends by default (params.shards).
   resources: { gpu: true, cpu: 2 },

@@ -14,7 +14,13 @@ export const trainLora = definePlugin({
   name: "train-lora",
   version: 1,
   params: LoraParams,
-  inputs: { train: Tokens, validation: optional(Tokens), base: Model },
+  inputs: {
+    train: Tokens,
+    validation: optional(Tokens),
+    base: Model,
+    /** An earlier result to continue from (sequential fine-tuning), keyed by its digest. */
+    init: optional(Adapter),
+  },
   outputs: { adapter: Adapter },
   // Two data-parallel shards on the CPU backends by default (params.shards).
   resources: { gpu: true, cpu: 2 },

@@ -23,6 +23,8 @@ export interface TrainContext {
     readonly train: Artifact
     readonly validation?: Artifact | undefined
     readonly base: Artifact
+    /** An earlier result to continue from: an adapter (LoRA, QLoRA) or a model (full). */
+    readonly init?: Artifact | undefined
   }
   readonly output: (name: never) => string
   readonly checkpoints: string
@@ -66,6 +68,7 @@ const runTorch = async (
         base: ctx.inputs.base.digest,
         train: ctx.inputs.train.digest,
         val: ctx.inputs.validation?.digest ?? null,
+        ...(ctx.inputs.init === undefined ? {} : { init: ctx.inputs.init.digest }),
         p,
       }),
     )
@@ -80,6 +83,14 @@ const runTorch = async (
       baseName: path.basename(ctx.inputs.base.path),
       train: ctx.inputs.train.path,
       ...(ctx.inputs.validation ? { validation: ctx.inputs.validation.path } : {}),
+      ...(ctx.inputs.init === undefined
+        ? {}
+        : {
+            init:
+              kind === "full"
+                ? await hfBaseDir(ctx.inputs.init.path, path.join(ctx.scratch, "init"))
+                : ctx.inputs.init.path,
+          }),
       output,
       checkpoints: ctx.checkpoints,
       params: p,
@@ -145,6 +156,7 @@ const trainWith = async (
       baseName: path.basename(base.path),
       train: ctx.inputs.train.path,
       ...(ctx.inputs.validation ? { validation: ctx.inputs.validation.path } : {}),
+      ...(ctx.inputs.init === undefined ? {} : { init: ctx.inputs.init.path }),
       output: out,
       checkpoints: ctx.checkpoints,
       params: { ...ctx.params, backend: backend.name as TrainParams["backend"] },

@@ -15,7 +15,7 @@ import { AdamW } from "./AdamW.ts"
 import { backendDevice, initBackend } from "./Backend.ts"
 import { BEST, type LoopState, loadCheckpoint, saveCheckpoint, writeAtomic } from "./Checkpoint.ts"
 import { LlamaModel } from "./Llama.ts"
-import { type LoraModule, type LoraSpec, writeAdapter } from "./Lora.ts"
+import { checkAdapter, type LoraModule, type LoraSpec, readAdapter, writeAdapter } from "./Lora.ts"
 import { loadModel, saveHfModel } from "./ModelIO.ts"
 import type { TrainParams } from "./Params.ts"
 import { type HostTensor, readSafetensors, writeSafetensors } from "./Safetensors.ts"
@@ -33,6 +33,12 @@ export interface TrainJob {
   readonly baseName: string
   readonly train: string
   readonly validation?: string
+  /**
+   * Where training starts from instead of scratch (sequential fine-tuning):
+   * for LoRA and QLoRA an adapter directory whose A/B start the new adapter,
+   * for full fine-tuning a model whose weights replace the base's.
+   */
+  readonly init?: string
   /** Directory to write the model or adapter to. */
   readonly output: string
   readonly checkpoints: string
@@ -106,6 +112,37 @@ const evaluate = (model: LlamaModel, set: TokenSet, p: TrainParams): number => {
   return count === 0 ? Number.NaN : sum / count
 }
 
+/** A model to fine-tune in full from: its weights replace the base's, and its shapes must be the base's. */
+const initModel = (base: string, init: string) => {
+  const b = loadModel(base)
+  const m = loadModel(init)
+  for (const [name, t] of b.weights) {
+    const w = m.weights.get(name)
+    if (w === undefined || w.shape.join(",") !== t.shape.join(","))
+      throw new TrainError(
+        `init ${init}: ${w === undefined ? `lacks ${name}` : `${name} is [${w.shape.join(", ")}], the base's [${t.shape.join(", ")}]`}: it is not a fine-tune of this base`,
+      )
+  }
+  return { ...m, tokenizer: b.tokenizer ?? m.tokenizer }
+}
+
+/** An adapter to continue: its A/B start the new adapter, so it must have the same rank and fit the base. */
+const initAdapter = (dir: string, spec: LoraSpec, host: ReturnType<typeof loadModel>) => {
+  const adapter = readAdapter(dir)
+  if (adapter.spec.r !== spec.r)
+    throw new TrainError(`init adapter has r=${adapter.spec.r}; this step trains r=${spec.r}: set r to match`)
+  checkAdapter(host.config, host, adapter)
+  const modules = new Set<string>(spec.targets)
+  for (const w of adapter.pairs.keys()) {
+    const m = /\.(\w+_proj)\.weight$/.exec(w)?.[1]
+    if (m === undefined || !modules.has(m))
+      throw new TrainError(
+        `init adapter adapts ${w}, which this step does not train (targets: ${spec.targets.join(", ")})`,
+      )
+  }
+  return adapter.pairs
+}
+
 export const train = async (job: TrainJob, hooks: TrainHooks): Promise<TrainResult> => {
   const p = job.params
   const backend = await initBackend(p.backend === "auto" ? undefined : p.backend)
@@ -113,14 +150,21 @@ export const train = async (job: TrainJob, hooks: TrainHooks): Promise<TrainResu
   hooks.annotate({ backend, device })
   hooks.log(`backend: ${backend} (${device})`)
 
-  const host = loadModel(job.base)
+  const host =
+    job.kind === "full" && job.init !== undefined ? initModel(job.base, job.init) : loadModel(job.base)
   const trainSet = readTokens(job.train, host.config.vocabSize)
   const valSet = job.validation === undefined ? undefined : readTokens(job.validation, host.config.vocabSize)
   if (trainSet.count === 0) throw new TrainError(`${job.train}: the training split holds no sequences`)
   const spec = job.kind === "full" ? undefined : loraSpec(p)
+  const start = spec !== undefined && job.init !== undefined ? initAdapter(job.init, spec, host) : undefined
+  if (job.init !== undefined)
+    hooks.log(
+      `starts from ${spec === undefined ? "the weights of" : "the adapter"} ${path.basename(job.init)}`,
+    )
   const model = new LlamaModel(host.config, host.weights, {
     mode: job.kind,
     ...(spec ? { lora: spec } : {}),
+    ...(start ? { loraWeights: start } : {}),
     seed: p.seed,
   })
   const names = [...model.variables.keys()]
@@ -154,7 +198,14 @@ export const train = async (job: TrainJob, hooks: TrainHooks): Promise<TrainResu
   }
   const jobKey = createHash("sha256")
     .update(
-      canonicalJson({ kind: job.kind, base: job.base, train: job.train, val: job.validation ?? null, p }),
+      canonicalJson({
+        kind: job.kind,
+        base: job.base,
+        train: job.train,
+        val: job.validation ?? null,
+        ...(job.init === undefined ? {} : { init: job.init }),
+        p,
+      }),
     )
     .digest("hex")
     .slice(0, 16)

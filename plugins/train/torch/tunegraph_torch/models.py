@@ -95,7 +95,7 @@ def base_weight_bytes(model):
     return resident, float32
 
 
-def attach_lora(model, kind, lora, seed, gradient_checkpointing):
+def attach_lora(model, kind, lora, seed, gradient_checkpointing, init=None):
     from peft import LoraConfig, get_peft_model
 
     if kind == "qlora":
@@ -118,4 +118,29 @@ def attach_lora(model, kind, lora, seed, gradient_checkpointing):
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    if init is not None:
+        load_init_adapter(model, init, lora)
+    return model
+
+
+def load_init_adapter(model, init, lora):
+    """Starts LoRA A/B from an earlier adapter (sequential fine-tuning): same rank, targets within the step's."""
+    import json
+    import os
+
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    with open(os.path.join(init, "adapter_config.json")) as f:
+        cfg = json.load(f)
+    if cfg.get("r") != lora["r"]:
+        raise ValueError(f"init adapter has r={cfg.get('r')}; this step trains r={lora['r']}: set r to match")
+    extra = sorted(set(cfg.get("target_modules") or []) - set(lora["targets"]))
+    if extra:
+        raise ValueError(f"init adapter adapts {', '.join(extra)}, which this step does not train")
+    state = load_file(os.path.join(init, "adapter_model.safetensors"))
+    result = set_peft_model_state_dict(model, state)
+    missing = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    if missing:
+        raise ValueError(f"init adapter tensors the model has no place for: {', '.join(missing[:3])}")

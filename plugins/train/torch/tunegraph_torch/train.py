@@ -136,7 +136,11 @@ def train(job, out, stop):
             "precision": str(compute).replace("torch.", ""),
         }
     )
-    model = load_causal_lm(job["base"], device, kind, compute)
+    init = job.get("init")
+    # Full fine-tuning continues from the given model's weights instead of the base's.
+    model = load_causal_lm(init if kind == "full" and init else job["base"], device, kind, compute)
+    if init:
+        out.log(f"starts from {'the weights of' if kind == 'full' else 'the adapter'} {os.path.basename(init)}")
     vocab = model.config.vocab_size
     train_set = D.TokenSet(job["train"], vocab)
     val_set = D.TokenSet(job["validation"], vocab) if job.get("validation") else None
@@ -155,6 +159,7 @@ def train(job, out, stop):
             {k: p[k] for k in ("r", "alpha", "dropout", "targets", "rslora")},
             p["seed"],
             gc,
+            init,
         )
     if gc:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
