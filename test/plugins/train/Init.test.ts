@@ -12,7 +12,10 @@ import { trainFull, trainLora, trainQlora } from "../../../plugins/index.ts"
 import { readAdapter } from "../../../plugins/train/Lora.ts"
 import { loadModel, saveHfModel } from "../../../plugins/train/ModelIO.ts"
 import { FullParams, LoraParams } from "../../../plugins/train/Params.ts"
+import { readSafetensors } from "../../../plugins/train/Safetensors.ts"
 import { type TrainHooks, type TrainJob, train } from "../../../plugins/train/Trainer.ts"
+import { hasTorch } from "../../support/python.ts"
+import { artifact, runPlugin } from "./Context.ts"
 import { randomIds, randomWeights, tinyConfig } from "./Tiny.ts"
 import { writeTokens } from "./TokensFixture.ts"
 
@@ -126,4 +129,39 @@ describe("warm starts", () => {
     expect((trainLora.inputs.init as { kind: { name: string } }).kind.name).toBe("Adapter")
     expect((trainFull.inputs.init as { kind: { name: string } }).kind.name).toBe("Model")
   })
+})
+
+describe.skipIf(!hasTorch)("warm starts on torch", () => {
+  const tensors = (file: string) =>
+    Object.fromEntries(
+      [...readSafetensors(file).tensors].map(([n, t]) => [n, Array.from(t.data as Float32Array)]),
+    )
+
+  test("train-lora continues the init adapter, train-full the init model", async () => {
+    const data = setup()
+    const inputs = { train: artifact("Tokens", data.train), base: artifact("Model", data.base) }
+    const torch = { backend: "torch-cpu", evalEvery: 0, batchSize: 4 }
+    const first = await runPlugin(trainLora, { ...torch, steps: 3, lr: 1e-2 }, inputs)
+    const init = first.outputs.adapter!
+    const warm = await runPlugin(
+      trainLora,
+      { ...torch, ...still },
+      { ...inputs, init: artifact("Adapter", init) },
+    )
+    expect(warm.logs.some((l) => l.startsWith("starts from the adapter"))).toBe(true)
+    const a = tensors(path.join(init, "adapter_model.safetensors"))
+    expect(Object.values(a).some((t) => t.some((x) => x !== 0 && Math.abs(x) < 1))).toBe(true)
+    expect(tensors(path.join(warm.outputs.adapter!, "adapter_model.safetensors"))).toEqual(a)
+
+    const model = path.join(data.root, "init-model")
+    saveHfModel(model, { config: data.config, weights: randomWeights(data.config, 77) })
+    const full = await runPlugin(
+      trainFull,
+      { ...torch, ...still },
+      { ...inputs, init: artifact("Model", model) },
+    )
+    const out = loadModel(full.outputs.model!).weights
+    for (const [name, t] of loadModel(model).weights)
+      expect(same(out.get(name)!.data as Float32Array, t.data as Float32Array), name).toBe(true)
+  }, 300_000)
 })
