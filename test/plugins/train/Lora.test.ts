@@ -5,7 +5,13 @@ import * as tf from "@tensorflow/tfjs-core"
 import { beforeAll, describe, expect, test } from "vitest"
 import { initBackend } from "../../../plugins/train/Backend.ts"
 import { LlamaModel, type TokenBatch } from "../../../plugins/train/Llama.ts"
-import { type LoraSpec, mergeAdapter, readAdapter, writeAdapter } from "../../../plugins/train/Lora.ts"
+import {
+  type LoraSpec,
+  loraScale,
+  mergeAdapter,
+  readAdapter,
+  writeAdapter,
+} from "../../../plugins/train/Lora.ts"
 import { loadModel, saveHfModel } from "../../../plugins/train/ModelIO.ts"
 import { Rng } from "../../../plugins/train/Rng.ts"
 import { randomIds, randomWeights, tinyConfig } from "./Tiny.ts"
@@ -172,14 +178,52 @@ describe("LoRA", () => {
       m.dispose()
       return out
     }
-    const js = run("js")
     const ops = run("tf")
-    expect(Math.abs(js.loss - ops.loss)).toBeLessThan(1e-4)
-    js.grads.forEach((g, i) => {
-      const h = ops.grads[i] as Float32Array
-      for (let j = 0; j < g.length; j++)
-        expect(Math.abs((g[j] as number) - (h[j] as number))).toBeLessThan(1e-4)
-    })
+    for (const other of [run("simd"), run("js")]) {
+      expect(Math.abs(other.loss - ops.loss)).toBeLessThan(1e-4)
+      other.grads.forEach((g, i) => {
+        const h = ops.grads[i] as Float32Array
+        for (let j = 0; j < g.length; j++)
+          expect(Math.abs((g[j] as number) - (h[j] as number))).toBeLessThan(1e-4)
+      })
+    }
+  })
+
+  test.each(["simd", "js", "tf"] as const)(
+    "packed: changing example 1 leaves example 2's logits unchanged (%s attention)",
+    (attention) => {
+      // Each row packs example 1 (positions 0-1) and example 2 (positions 2-5).
+      const packed = (ids: Int32Array): TokenBatch => ({
+        ids,
+        batch: B,
+        seq: S,
+        segments: Int32Array.from({ length: B * S }, (_, i) => (i % S < 2 ? 0 : 1)),
+        positions: Int32Array.from({ length: B * S }, (_, i) => (i % S < 2 ? i % S : (i % S) - 2)),
+      })
+      const changed = Int32Array.from(batch.ids, (t, i) => (i % S < 2 ? (t + 7) % config.vocabSize : t))
+      const m = new LlamaModel(config, weights, { mode: "full", attention })
+      const a = tf.tidy(() => m.logits(packed(Int32Array.from(batch.ids)))).dataSync() as Float32Array
+      const b = tf.tidy(() => m.logits(packed(changed))).dataSync() as Float32Array
+      m.dispose()
+      const V = config.vocabSize
+      let inside = 0
+      let first = 0
+      for (let t = 0; t < B * S; t++)
+        for (let v = 0; v < V; v++) {
+          const d = Math.abs((a[t * V + v] as number) - (b[t * V + v] as number))
+          if (t % S < 2) first = Math.max(first, d)
+          else inside = Math.max(inside, d)
+        }
+      expect(first).toBeGreaterThan(1e-3)
+      expect(inside).toBe(0)
+    },
+  )
+
+  test("gradients of A and B through the NF4 base (QLoRA) match finite differences", () => {
+    const m = new LlamaModel(config, weights, { mode: "qlora", lora: spec, loraWeights: randomPairs(11) })
+    expect(m.baseBytes().resident).toBeLessThan(m.baseBytes().float32 / 2)
+    expect(checkGradients(m)).toBe(2 * 2 * 7 * 2)
+    m.dispose()
   })
 
   test("a merged adapter gives the logits of the unmerged one, and PEFT files round-trip", () => {
@@ -221,6 +265,34 @@ describe("LoRA", () => {
     expect(JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf-8")).tie_word_embeddings).toBe(
       false,
     )
+  })
+
+  test("the scale is alpha/√r with rsLoRA and alpha/r without, as numbers", () => {
+    expect(loraScale({ ...spec, r: 4, alpha: 16, rslora: true })).toBe(8)
+    expect(loraScale({ ...spec, r: 4, alpha: 16, rslora: false })).toBe(4)
+    expect(loraScale({ ...spec, r: 2, alpha: 3, rslora: true })).toBeCloseTo(3 / Math.SQRT2, 12)
+    // The model applies that number: rsLoRA (r = 2, alpha 4) is plain LoRA with alpha 4·√2, not alpha 4.
+    const pairs = randomPairs(14)
+    const rs = new LlamaModel(config, weights, {
+      mode: "lora",
+      lora: { ...spec, alpha: 4, rslora: true },
+      loraWeights: pairs,
+    })
+    const plain = new LlamaModel(config, weights, {
+      mode: "lora",
+      lora: { ...spec, alpha: 4 * Math.SQRT2, rslora: false },
+      loraWeights: pairs,
+    })
+    const a = logitsOf(rs)
+    const b = logitsOf(plain)
+    expect(Math.max(...a.map((x, i) => Math.abs(x - (b[i] as number))))).toBeLessThan(1e-5)
+    const other = new LlamaModel(config, weights, {
+      mode: "lora",
+      lora: { ...spec, alpha: 4 },
+      loraWeights: pairs,
+    })
+    expect(Math.max(...a.map((x, i) => Math.abs(x - (logitsOf(other)[i] as number))))).toBeGreaterThan(1e-3)
+    for (const m of [rs, plain, other]) m.dispose()
   })
 
   test("rsLoRA scales by alpha/√r", () => {

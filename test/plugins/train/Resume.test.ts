@@ -133,6 +133,33 @@ describe("trainer", () => {
     expect(record).toMatchObject({ stoppedEarly: true, bestStep: 0, steps: 2 })
   })
 
+  test("early stopping fires on a real plateau: validation loss that stops improving as training overfits", async () => {
+    const data = tinySetup()
+    const j = job("full", data, {
+      steps: 400,
+      evalEvery: 5,
+      patience: 3,
+      lr: 0.05,
+      schedule: "constant",
+      batchSize: 8,
+      shards: 1,
+      backend: "cpu",
+    })
+    const hooks = quiet()
+    const result = await train(j, hooks)
+    const val = hooks.metrics.filter((m) => m[0] === "val_loss").map((m) => [m[2] as number, m[1]] as const)
+    // It improved first (a real plateau, not a step-0 stop), then three evaluations in a row did not beat the best.
+    expect(result.stoppedEarly).toBe(true)
+    expect(result.steps).toBeLessThan(400)
+    expect(result.bestStep).toBeGreaterThan(0)
+    const best = Math.min(...val.map(([, v]) => v))
+    expect(val.find(([, v]) => v === best)?.[0]).toBe(result.bestStep)
+    const after = val.filter(([step]) => step > (result.bestStep as number))
+    expect(after.length).toBe(3)
+    expect(after.every(([, v]) => v >= best)).toBe(true)
+    expect(val.at(-1)?.[0]).toBe(result.steps)
+  })
+
   test("an interrupted worker resumes from its checkpoint to the weights of an uninterrupted run (cpu)", async () => {
     const data = tinySetup()
     const params = { steps: 8, batchSize: 4, checkpointEvery: 1, evalEvery: 3, shards: 1, backend: "cpu" }
