@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest"
 import { dedupe } from "../../../plugins/dedupe/index.ts"
 import { ingest } from "../../../plugins/ingest/index.ts"
 import { type CanonicalRecord, iterateRecords, recordLine } from "../../../plugins/ingest/Records.ts"
+import { haveShared } from "../../support/data.ts"
 import {
   fileArtifact,
   readJson,
@@ -126,7 +127,7 @@ const bitext = path.join(
 )
 
 // The shared datasets live beside the repository (../shared/data); a checkout without them skips this.
-describe.skipIf(!fs.existsSync(bitext))("dedupe on Bitext", () => {
+describe.skipIf(!haveShared("dedupe on Bitext", bitext))("dedupe on Bitext", () => {
   it("finds the templated near-duplicate answers and keeps the first of each", async () => {
     const ing = await runStep(
       ingest,

@@ -9,6 +9,7 @@ import { Tokenizer } from "tokenizers"
 import { describe, expect, test } from "vitest"
 import { hfTokenizerFiles } from "../../../plugins/export/TokenizerJson.ts"
 import { Llama2cTokenizer } from "../../../plugins/tokenize/Tok512.ts"
+import { haveShared } from "../../support/data.ts"
 import { repoRoot, tok512 } from "./Step.ts"
 
 const gsm8k = path.resolve(repoRoot, "../shared/data/datasets/gsm8k/test.jsonl")
@@ -54,9 +55,12 @@ describe("tok512.bin as tokenizer.json", () => {
     ])
   })
 
-  test.skipIf(!fs.existsSync(gsm8k))("encodes 400 GSM8K questions and answers as llama2.c does", async () => {
-    // GSM8K is the shared test data set (absent outside the development machines).
-    const lines = fs.readFileSync(gsm8k, "utf8").split("\n").filter(Boolean).slice(0, 200)
-    await compare(lines.flatMap((l) => Object.values(JSON.parse(l) as Record<string, string>)))
-  })
+  test.skipIf(!haveShared("TokenizerJson on GSM8K", gsm8k))(
+    "encodes 400 GSM8K questions and answers as llama2.c does",
+    async () => {
+      // GSM8K is the shared test data set (absent outside the development machines).
+      const lines = fs.readFileSync(gsm8k, "utf8").split("\n").filter(Boolean).slice(0, 200)
+      await compare(lines.flatMap((l) => Object.values(JSON.parse(l) as Record<string, string>)))
+    },
+  )
 })

@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest"
 import { canonicalJson } from "../../../core/Canonical.ts"
 import { ingest } from "../../../plugins/ingest/index.ts"
 import { CanonicalRecord } from "../../../plugins/ingest/Records.ts"
+import { haveShared } from "../../support/data.ts"
 import { readJson, readLines, runStep, sharedData, sourceArtifact } from "./StepHarness.ts"
 
 const gsm8k = path.join(sharedData, "gsm8k/test.jsonl")
@@ -17,7 +18,7 @@ const alpaca = path.join(sharedData, "alpaca-seed/seed_tasks.jsonl")
 const isCanonical = Schema.is(CanonicalRecord)
 
 // The shared datasets live beside the repository (../shared/data); a checkout without them skips these.
-describe.skipIf(!fs.existsSync(gsm8k))("ingest GSM8K (JSONL)", () => {
+describe.skipIf(!haveShared("ingest GSM8K", gsm8k))("ingest GSM8K (JSONL)", () => {
   it("renames question/answer to instruction/output and writes canonical lines", async () => {
     const r = await runStep(
       ingest,
@@ -50,7 +51,7 @@ describe.skipIf(!fs.existsSync(gsm8k))("ingest GSM8K (JSONL)", () => {
   })
 })
 
-describe.skipIf(!fs.existsSync(bitext))("ingest Bitext (CSV)", () => {
+describe.skipIf(!haveShared("ingest Bitext", bitext))("ingest Bitext (CSV)", () => {
   it("reads quoted multi-line fields and keeps intent and category under meta", async () => {
     const r = await runStep(
       ingest,
@@ -72,27 +73,30 @@ describe.skipIf(!fs.existsSync(bitext))("ingest Bitext (CSV)", () => {
   })
 })
 
-describe.skipIf(!fs.existsSync(alpaca))("ingest alpaca seed tasks (nested instances)", () => {
-  it("expands instances into one record each", async () => {
-    const r = await runStep(
-      ingest,
-      { files: sourceArtifact([alpaca]) },
-      { expand: "instances", keep: ["name"] },
-    )
-    expect(r.error).toBeUndefined()
-    const src = fs
-      .readFileSync(alpaca, "utf8")
-      .split("\n")
-      .filter((l) => l.trim() !== "")
-      .map((l) => JSON.parse(l))
-    const instances = src.reduce((n, t) => n + t.instances.length, 0)
-    expect(src).toHaveLength(175)
-    const lines = readLines(r.outputs.records!)
-    expect(lines).toHaveLength(instances)
-    const first = JSON.parse(lines[0]!)
-    expect(first.instruction).toBe(src[0].instruction)
-    expect(first.output).toBe(src[0].instances[0].output)
-    expect(first.meta).toEqual({ name: src[0].name })
-    expect(readJson(r.outputs.report!).expanded).toBe(instances)
-  })
-})
+describe.skipIf(!haveShared("ingest alpaca seed tasks", alpaca))(
+  "ingest alpaca seed tasks (nested instances)",
+  () => {
+    it("expands instances into one record each", async () => {
+      const r = await runStep(
+        ingest,
+        { files: sourceArtifact([alpaca]) },
+        { expand: "instances", keep: ["name"] },
+      )
+      expect(r.error).toBeUndefined()
+      const src = fs
+        .readFileSync(alpaca, "utf8")
+        .split("\n")
+        .filter((l) => l.trim() !== "")
+        .map((l) => JSON.parse(l))
+      const instances = src.reduce((n, t) => n + t.instances.length, 0)
+      expect(src).toHaveLength(175)
+      const lines = readLines(r.outputs.records!)
+      expect(lines).toHaveLength(instances)
+      const first = JSON.parse(lines[0]!)
+      expect(first.instruction).toBe(src[0].instruction)
+      expect(first.output).toBe(src[0].instances[0].output)
+      expect(first.meta).toEqual({ name: src[0].name })
+      expect(readJson(r.outputs.report!).expanded).toBe(instances)
+    })
+  },
+)

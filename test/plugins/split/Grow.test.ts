@@ -5,6 +5,7 @@ import { dedupe } from "../../../plugins/dedupe/index.ts"
 import { ingest } from "../../../plugins/ingest/index.ts"
 import { forEachLine } from "../../../plugins/ingest/Records.ts"
 import { split } from "../../../plugins/split/index.ts"
+import { haveShared } from "../../support/data.ts"
 import { fileArtifact, runStep, sharedData, sourceArtifact, tempDir } from "../ingest/StepHarness.ts"
 
 const gsm8k = path.join(sharedData, "gsm8k/test.jsonl")
@@ -26,7 +27,7 @@ const pipeline = async (source: string): Promise<Map<string, string>> => {
 }
 
 // The shared datasets live beside the repository (../shared/data); a checkout without them skips this.
-describe.skipIf(!fs.existsSync(gsm8k))("a growing dataset (GSM8K)", () => {
+describe.skipIf(!haveShared("a growing dataset (GSM8K)", gsm8k))("a growing dataset (GSM8K)", () => {
   it("keeps every earlier record in its split when the source grows", async () => {
     const lines = fs
       .readFileSync(gsm8k, "utf8")

@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest"
 import { ingest } from "../../../plugins/ingest/index.ts"
 import { type CanonicalRecord, forEachLine, recordLine } from "../../../plugins/ingest/Records.ts"
 import { split } from "../../../plugins/split/index.ts"
+import { haveShared } from "../../support/data.ts"
 import {
   fileArtifact,
   readJson,
@@ -169,7 +170,7 @@ const bitext = path.join(
 )
 
 // The shared datasets live beside the repository (../shared/data); a checkout without them skips this.
-describe.skipIf(!fs.existsSync(bitext))("split on Bitext", () => {
+describe.skipIf(!haveShared("split on Bitext", bitext))("split on Bitext", () => {
   it("stratified by intent, every intent is in every split near its target share", async () => {
     const ing = await runStep(
       ingest,

@@ -3,6 +3,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import { haveShared } from "../../support/data.ts"
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..")
 export const dataDir = path.resolve(repoRoot, "../shared/data")
@@ -10,7 +11,11 @@ export const gpt2Dir = path.join(dataDir, "tokenizer/gpt2-hf")
 // tok512.bin also ships with the quickstart, so its tests run without the shared data.
 export const tok512File = path.join(repoRoot, "pipelines/data/stories260K/tok512.bin")
 /** Whether the shared datasets are beside the repository (CI has them; a fresh clone may not). */
-export const hasData = fs.existsSync(path.join(dataDir, "datasets"))
+export const hasData = haveShared(
+  "the tokenizer suites on shared data",
+  path.join(dataDir, "datasets"),
+  gpt2Dir,
+)
 export const gsm8kFile = path.join(dataDir, "datasets/gsm8k/test.jsonl")
 export const alpacaFile = path.join(dataDir, "datasets/alpaca-seed/seed_tasks.jsonl")
 export const bitextFile = path.join(

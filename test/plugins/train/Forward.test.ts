@@ -6,14 +6,15 @@ import { initBackend } from "../../../plugins/train/Backend.ts"
 import { generate, inferenceModel, logLikelihood, sequenceLogits } from "../../../plugins/train/Generate.ts"
 import { LlamaModel } from "../../../plugins/train/Llama.ts"
 import { loadModel } from "../../../plugins/train/ModelIO.ts"
+import { repoStories } from "../../support/data.ts"
 import { llama2cText, readScalarModel, ScalarRunner, scalarGreedy } from "./ScalarLlama.ts"
 
-const data = path.resolve(import.meta.dirname, "../../../../shared/data/model/stories260K")
+const data = repoStories
 const bin = path.join(data, "stories260K.bin")
 const tok = path.join(data, "tok512.bin")
 
-// The shared data folder holds the real pretrained model; without it there is nothing to compare against.
-describe.skipIf(!fs.existsSync(bin))("Llama forward pass on stories260K", () => {
+// The real pretrained model ships with the repository (pipelines/data): this never skips.
+describe("Llama forward pass on stories260K", () => {
   const scalar = fs.existsSync(bin) ? readScalarModel(bin) : undefined
 
   for (const [backend, attention] of [

@@ -13,9 +13,10 @@ import {
 import { loadModel, saveHfModel } from "../../../plugins/train/ModelIO.ts"
 import { Rng } from "../../../plugins/train/Rng.ts"
 import type { HostTensor } from "../../../plugins/train/Safetensors.ts"
+import { repoStories } from "../../support/data.ts"
 import { llama2cText, readScalarModel, scalarGreedy } from "./ScalarLlama.ts"
 
-const data = path.resolve(import.meta.dirname, "../../../../shared/data/model/stories260K")
+const data = repoStories
 const bin = path.join(data, "stories260K.bin")
 
 /** Runs the command with stdout and stderr captured as bytes, on the tfjs chain (test/cli/generate-torch.test.ts has torch). */
@@ -36,8 +37,8 @@ const run = async (argv: string[]) => {
   }
 }
 
-// The real stories260K model lives in the shared data folder; without it the command has nothing to run.
-describe.skipIf(!fs.existsSync(bin))("tunegraph generate", () => {
+// The real stories260K model ships with the repository (pipelines/data): this never skips.
+describe("tunegraph generate", () => {
   test("prints run.c's greedy 200-step story for stories260K, from the llama2.c file and from its HF export", async () => {
     const ids = scalarGreedy(readScalarModel(bin), 200)
     const want = Buffer.from(`${llama2cText(path.join(data, "tok512.bin"), ids)}\n`, "latin1")

@@ -6,12 +6,14 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { Llama2cTokenizer } from "../../../plugins/tokenize/Tok512.ts"
+import { haveShared, sharedDir, storiesBin, tok512Bin } from "../../support/data.ts"
 
-export const dataDir = path.resolve(import.meta.dirname, "../../../../shared/data")
-export const stories = path.join(dataDir, "model/stories260K/stories260K.bin")
-const tok512 = path.join(dataDir, "model/stories260K/tok512.bin")
+export const dataDir = sharedDir
+// stories260K and tok512 ship with the repository; only GSM8K comes from the shared data.
+export const stories = storiesBin
+const tok512 = tok512Bin
 const gsm8k = path.join(dataDir, "datasets/gsm8k/test.jsonl")
-export const haveData = fs.existsSync(stories) && fs.existsSync(tok512) && fs.existsSync(gsm8k)
+export const haveData = haveShared("the trainer suites on GSM8K", gsm8k)
 
 const le = (a: Uint32Array | Int32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength)
 
