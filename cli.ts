@@ -2,9 +2,12 @@
 
 import { main as engineMain } from "./core/cli/Main.ts"
 import { setEngineUrl } from "./core/Loader.ts"
+import { setTrackingPolicy } from "./core/mlflow/Policy.ts"
+import { tracking } from "./plugins/tracking.ts"
 
 // Pipeline files import "tunegraph": they get this very build's library module.
 setEngineUrl(new URL("./index.js", import.meta.url).href)
+setTrackingPolicy(tracking)
 
 const USAGE = `tunegraph generate --model <dir|file.bin> [--adapter DIR] [--tokenizer FILE] [--prompt TEXT]
                    [--max-tokens N] [--temperature T] [--seed S]

@@ -21,9 +21,9 @@ const BASE_HELP = `tunegraph: typed, incremental pipelines for LLM fine-tuning
 
 Usage:
   tunegraph run <pipeline.ts> [--target NODE]... [--force NODE]... [--set NODE.PARAM=VALUE]...
-                              [--fail-fast] [--cpus N] [--gpus N] [--json] [--verbose]
+                              [--fail-fast] [--cpus N] [--gpus N] [--json] [--verbose] [--mlflow URI]
   tunegraph plan <pipeline.ts> [--target NODE]... [--set NODE.PARAM=VALUE]... [--json]
-  tunegraph watch <pipeline.ts> [--set NODE.PARAM=VALUE]... [--target NODE]... [--debounce MS] [--json]
+  tunegraph watch <pipeline.ts> [--set NODE.PARAM=VALUE]... [--target NODE]... [--debounce MS] [--json] [--mlflow URI]
   tunegraph runs [--json] [--limit N]
   tunegraph show <run|last> [--json]
   tunegraph verify [--json]
@@ -34,6 +34,7 @@ Usage:
   tunegraph report [<run>|last] [-o report.html]
   tunegraph gc [--keep-last N] [--dry-run] [--json]
   tunegraph pin <digest | node | exported path> [--note TEXT]    tunegraph unpin <...>
+  tunegraph mlflow sync [<run|last>...] [--mlflow URI] [--experiment NAME] [--json]
 `
 
 const OPTIONS = `
@@ -89,6 +90,8 @@ export const main = async (
         return (await import("./GcCmd.ts")).cmdPin(rest)
       case "unpin":
         return (await import("./GcCmd.ts")).cmdUnpin(rest)
+      case "mlflow":
+        return await (await import("../mlflow/Command.ts")).cmdMlflow(rest)
       case undefined:
       case "help":
       case "--help":
@@ -134,6 +137,7 @@ const RUN_FLAGS = {
   store: "string",
   cpus: "string",
   gpus: "string",
+  mlflow: "string",
 } as const
 
 export interface Prepared {
@@ -159,6 +163,7 @@ const cmdRun = async (argv: ReadonlyArray<string>): Promise<number> => {
   const json = bool(args, "json")
   const reporter = makeReporter({ verbose: bool(args, "verbose"), quiet: json || bool(args, "quiet") })
   const overrides = list(args, "set").map((s) => parseOverride(s, pipeline.pipeline))
+  const mlflow = await mlflowLogging(str(args, "mlflow"), file)
   const program = run({
     store,
     pipeline: pipeline.pipeline,
@@ -198,8 +203,15 @@ const cmdRun = async (argv: ReadonlyArray<string>): Promise<number> => {
   const result = exit.value
   if (json) process.stdout.write(`${JSON.stringify(runJson(result))}\n`)
   else process.stdout.write(`${bold(summaryLine(result.steps, result.ms))}\n`)
+  await mlflow?.(store, result.run)
   return result.status === "succeeded" ? 0 : 1
 }
+
+/** With a tracking server named (--mlflow, MLFLOW_TRACKING_URI), what logs each finished run to it. */
+export const mlflowLogging = async (flag: string | undefined, pipelineFile: string) =>
+  (flag ?? process.env.MLFLOW_TRACKING_URI ?? "").trim() === ""
+    ? undefined
+    : (await import("../mlflow/Command.ts")).runLogger(flag, pipelineFile)
 
 export const runJson = (r: RunResult) => ({
   run: r.run,

@@ -6,6 +6,7 @@ import type { StepOutcome } from "../Run.ts"
 import { type Cycle, watchPipeline } from "../Watch.ts"
 import { bool, int, list, parseArgs, str, UsageError } from "./Args.ts"
 import { storeDir } from "./Locate.ts"
+import { mlflowLogging } from "./Main.ts"
 import { bold, dim, makeReporter, red, summaryLine, yellow } from "./Output.ts"
 import { defaultCpus, defaultGpus } from "./Slots.ts"
 
@@ -33,6 +34,7 @@ export const cmdWatch = async (argv: ReadonlyArray<string>): Promise<number> => 
       cpus: "string",
       gpus: "string",
       debounce: "string",
+      mlflow: "string",
     },
     { t: "target" },
   )
@@ -47,8 +49,15 @@ export const cmdWatch = async (argv: ReadonlyArray<string>): Promise<number> => 
   const rel = (p: string) => path.relative(process.cwd(), p) || p
   const time = () => new Date().toTimeString().slice(0, 8)
 
+  // Each finished cycle is logged to MLflow in turn, beside the next cycle (core/mlflow).
+  const mlflow = await mlflowLogging(str(args, "mlflow"), abs)
+  let logging: Promise<unknown> = Promise.resolve()
   const onCycle = (c: Cycle) => {
     reporter.done()
+    if (mlflow !== undefined && c.run !== undefined && (c.status === "succeeded" || c.status === "failed")) {
+      const run = c.run
+      logging = logging.then(() => mlflow(store, run))
+    }
     if (json) {
       process.stdout.write(
         `${JSON.stringify({
@@ -107,6 +116,7 @@ export const cmdWatch = async (argv: ReadonlyArray<string>): Promise<number> => 
   process.on("SIGINT", onSignal)
   process.on("SIGTERM", onSignal)
   await watcher.done
+  await logging
   process.off("SIGINT", onSignal)
   process.off("SIGTERM", onSignal)
   reporter.done()
