@@ -10,6 +10,8 @@ import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
+import { setFunctionFingerprint } from "./Canonical.ts"
+import { functionFingerprint, topLevelDeclarations } from "./FunctionDeps.ts"
 import { Pipeline } from "./Pipeline.ts"
 
 export class LoadError extends Error {
@@ -52,7 +54,23 @@ export const loadPipeline = async (file: string, cacheDir: string): Promise<Load
   const pipeline = mod.default ?? mod.pipeline
   if (!(pipeline instanceof Pipeline) && !isPipelineLike(pipeline))
     throw new LoadError(`${file} must \`export default\` a Pipeline (Pipeline.make(...))`)
+  registerFunctions(pipeline as Pipeline, out)
   return { pipeline: pipeline as Pipeline, inputs: manifest.inputs.map((i) => i.path) }
+}
+
+/** Keys every function given as a parameter by its source and the top-level declarations it uses. */
+const registerFunctions = (pipeline: Pipeline, bundle: string) => {
+  let declarations: Map<string, string> | undefined
+  const visit = (v: unknown, depth: number) => {
+    if (depth > 8 || v === null) return
+    if (typeof v === "function") {
+      declarations ??= topLevelDeclarations(fs.readFileSync(bundle, "utf8"))
+      setFunctionFingerprint(v, functionFingerprint(v, declarations))
+    } else if (Array.isArray(v)) for (const x of v) visit(x, depth + 1)
+    else if (typeof v === "object" && Object.getPrototypeOf(v) === Object.prototype)
+      for (const x of Object.values(v)) visit(x, depth + 1)
+  }
+  for (const node of pipeline.nodes.values()) if (node._tag === "Step") visit(node.params, 0)
 }
 
 const isPipelineLike = (v: unknown): boolean =>

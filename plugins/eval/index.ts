@@ -7,7 +7,7 @@
  * - the test records' prompts, rendered with the tokenize step's template and
  *   answered greedily: exact_match, contains, regex (with `regex`) and custom
  *   scorers from the pipeline file (`scorers: { name: (output, reference, record) => number | boolean }`,
- *   keyed into the step by their source text).
+ *   keyed into the step by their source and the constants and helpers it uses: core/FunctionDeps.ts).
  *
  * The report is a directory: report.json, report.md and samples.jsonl
  * (Report.ts). Metrics: test_loss and test_perplexity of the tuned model,
