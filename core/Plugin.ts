@@ -11,6 +11,7 @@
 import { createHash } from "node:crypto"
 import { Effect, Schema } from "effect"
 import type { Artifact, ArtifactKind, InputSpec, RuntimeInput } from "./Artifact.ts"
+import { npmEnvironment } from "./Packages.ts"
 
 export interface Resources {
   /** Wants the accelerator: takes one GPU slot (steps still run on CPU or WebAssembly without one). */
@@ -118,11 +119,17 @@ export interface PluginOptions<
   readonly resources?: Resources
   /**
    * Identifies the implementation's code, so a code change re-runs the step.
-   * Built-in plugins get the hash of their source folder at build time;
-   * plugins written in a pipeline file default to the hash of `run`'s source.
+   * Built-in plugins get, at build time, the hash of the modules their
+   * folder's index.ts really imports (scripts/fingerprints.mjs: core included,
+   * minified so comments do not count); plugins written in a pipeline file
+   * default to the hash of `run`'s source.
    */
   readonly fingerprint?: string
-  /** Source folders (relative to the package root) whose hash is this plugin's fingerprint. */
+  /**
+   * Plugin folders (relative to the package root, each with an index.ts)
+   * whose import graph is this plugin's fingerprint; the npm packages that
+   * graph loads enter its environment as `npm:<name>` with their versions.
+   */
   readonly code?: ReadonlyArray<string>
   /**
    * The backend, device and library versions the step resolves to for these
@@ -147,9 +154,12 @@ export interface PluginOptions<
 export type RunResult<O extends Record<string, ArtifactKind>> = OutputMeta<O> | undefined | void
 
 declare const __TUNEGRAPH_CODE_HASHES__: Record<string, string> | undefined
+declare const __TUNEGRAPH_CODE_PACKAGES__: Record<string, ReadonlyArray<string>> | undefined
 
 const codeHashes = (): Record<string, string> =>
   typeof __TUNEGRAPH_CODE_HASHES__ === "undefined" ? {} : __TUNEGRAPH_CODE_HASHES__
+const codePackages = (): Record<string, ReadonlyArray<string>> =>
+  typeof __TUNEGRAPH_CODE_PACKAGES__ === "undefined" ? {} : __TUNEGRAPH_CODE_PACKAGES__
 
 export const definePlugin = <
   P extends ParamsSchema,
@@ -165,6 +175,13 @@ export const definePlugin = <
     (fromCode !== undefined && fromCode.length > 0
       ? createHash("sha256").update(fromCode).digest("hex").slice(0, 16)
       : createHash("sha256").update(options.run.toString()).digest("hex").slice(0, 16))
+  // The exact versions of the npm packages its code loads are part of its environment.
+  const packages = [...new Set((options.code ?? []).flatMap((dir) => codePackages()[dir] ?? []))].sort()
+  const own = options.environment
+  const environment =
+    packages.length === 0
+      ? own
+      : (params: P["Type"]) => ({ ...npmEnvironment(packages), ...(own === undefined ? {} : own(params)) })
   return {
     _tag: "Plugin",
     name: options.name,
@@ -174,7 +191,7 @@ export const definePlugin = <
     inputs: options.inputs,
     outputs: options.outputs,
     resources: options.resources ?? {},
-    ...(options.environment === undefined ? {} : { environment: options.environment }),
+    ...(environment === undefined ? {} : { environment }),
     ...(options.publish === undefined ? {} : { publish: options.publish }),
     run: (ctx) => Effect.map(options.run(ctx), (m) => (m === undefined ? undefined : (m as OutputMeta<O>))),
   }

@@ -1,12 +1,13 @@
 // Bundles the library and the CLI into dist/ with esbuild: Effect is bundled and
 // tree-shaken (a no-op run must start fast); native and heavy packages stay
-// external and load only when a step needs them. Each plugins/ folder's source
-// hash is compiled in as its code fingerprint.
-import { createHash } from "node:crypto"
+// external and load only when a step needs them. Each plugin folder's code
+// fingerprint (scripts/fingerprints.mjs: the modules it really imports) and the
+// npm packages it loads are compiled in.
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import * as esbuild from "esbuild"
+import { pluginCode } from "./fingerprints.mjs"
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
 const pkg = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8"))
@@ -24,19 +25,10 @@ const walk = (dir) =>
     .flatMap((d) => (d.isDirectory() ? walk(path.join(dir, d.name)) : [path.join(dir, d.name)]))
     .sort()
 
-// plugins/<folder> -> sha256 of its files (paths and bytes)
-const codeHashes = {}
-for (const d of fs.readdirSync(path.join(root, "plugins"), { withFileTypes: true })) {
-  if (!d.isDirectory()) continue
-  const h = createHash("sha256")
-  for (const f of walk(path.join(root, "plugins", d.name))) {
-    h.update(path.relative(root, f))
-    h.update("\0")
-    h.update(fs.readFileSync(f))
-    h.update("\0")
-  }
-  codeHashes[`plugins/${d.name}`] = h.digest("hex").slice(0, 16)
-}
+// plugins/<folder> -> the fingerprint of the modules its index.ts really imports, and the npm packages among them
+const code = await pluginCode(root)
+const codeHashes = Object.fromEntries(Object.entries(code).map(([k, v]) => [k, v.hash]))
+const codePackages = Object.fromEntries(Object.entries(code).map(([k, v]) => [k, v.packages]))
 
 // Worker entries (files named *Worker.ts) are emitted beside the chunks that start them.
 const workers = walk(path.join(root, "plugins")).filter((f) => /Worker\.ts$/.test(f))
@@ -80,7 +72,10 @@ await esbuild.build({
   minify: true,
   sourcemap: "linked",
   chunkNames: "chunks/[name]-[hash]",
-  define: { __TUNEGRAPH_CODE_HASHES__: JSON.stringify(codeHashes) },
+  define: {
+    __TUNEGRAPH_CODE_HASHES__: JSON.stringify(codeHashes),
+    __TUNEGRAPH_CODE_PACKAGES__: JSON.stringify(codePackages),
+  },
   banner: {
     js: "import { createRequire as __tgCreateRequire } from 'node:module'; const require = __tgCreateRequire(import.meta.url);",
   },

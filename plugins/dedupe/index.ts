@@ -47,7 +47,7 @@ export const dedupe = definePlugin({
   inputs,
   outputs,
   resources: { cpu: 1 },
-  code: ["plugins/dedupe", "plugins/ingest"],
+  code: ["plugins/dedupe"],
   run: (ctx) =>
     Effect.flatMap(
       Effect.promise(() => import("./Run.ts")),

@@ -81,7 +81,7 @@ export const evaluate = definePlugin({
   outputs: evalOutputs,
   resources: { gpu: true, cpu: 1, memoryMb: 1024 },
   environment: backendEnvironment,
-  code: ["plugins/eval", "plugins/export", "plugins/train", "plugins/tokenize", "plugins/ingest"],
+  code: ["plugins/eval"],
   run: (ctx) =>
     Effect.flatMap(
       Effect.promise(() => import("./Run.ts")),

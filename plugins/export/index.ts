@@ -61,7 +61,7 @@ export const exportMergedInputs = {
 }
 export const exportOutputs = { export: Export }
 
-const CODE = ["plugins/export", "plugins/train", "plugins/tokenize"]
+const CODE = ["plugins/export"]
 
 export const exportAdapter = definePlugin({
   name: "export-adapter",

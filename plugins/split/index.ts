@@ -47,7 +47,7 @@ export const split = definePlugin({
   inputs,
   outputs,
   resources: { cpu: 1 },
-  code: ["plugins/split", "plugins/dedupe", "plugins/ingest"],
+  code: ["plugins/split"],
   run: (ctx) =>
     Effect.flatMap(
       Effect.promise(() => import("./Run.ts")),

@@ -25,7 +25,7 @@ export const trainFull = definePlugin({
   // Two data-parallel shards on the CPU backends by default (params.shards).
   resources: { gpu: true, cpu: 2 },
   environment: backendEnvironment,
-  code: ["plugins/train", "plugins/train-full"],
+  code: ["plugins/train-full"],
   run: (ctx) =>
     Effect.flatMap(
       Effect.promise(() => import("../train/Step.ts")),

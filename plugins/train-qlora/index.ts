@@ -26,7 +26,7 @@ export const trainQlora = definePlugin({
   // Two data-parallel shards on the CPU backends by default (params.shards).
   resources: { gpu: true, cpu: 2 },
   environment: backendEnvironment,
-  code: ["plugins/train", "plugins/train-qlora"],
+  code: ["plugins/train-qlora"],
   run: (ctx) =>
     Effect.flatMap(
       Effect.promise(() => import("../train/Step.ts")),
