@@ -172,7 +172,9 @@ export class MlflowClient {
       if (!(e instanceof MlflowError) || e.code !== "RESOURCE_DOES_NOT_EXIST") throw e
     }
     try {
-      return (await this.call<{ experiment_id: string }>("POST", "experiments/create", { name }))
+      // The UI shows a fine-tuning experiment as model training (not as GenAI traces).
+      const tags = [{ key: "mlflow.experimentKind", value: "finetuning" }]
+      return (await this.call<{ experiment_id: string }>("POST", "experiments/create", { name, tags }))
         .experiment_id
     } catch (e) {
       // Created meanwhile by another process.

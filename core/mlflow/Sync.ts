@@ -112,6 +112,12 @@ export const flattenParams = (value: unknown, prefix = ""): Tag[] => {
 /** A name as MLflow accepts it: alphanumerics, `_ - . : /` and spaces, the rest as `_`. */
 export const mlflowKey = (name: string) => name.replace(/[^A-Za-z0-9_\-. :/]/g, "_")
 
+/** The run's description in the UI: what happened to its steps, and how to look closer. */
+const summary = (run: RunRow, execs: ReadonlyArray<ExecRow>) => {
+  const n = (s: string) => execs.filter((e) => e.status === s).length
+  return `tunegraph run \`${run.run}\` of pipeline ${run.pipeline} (${run.pipeline_path}): ${run.status}; ${execs.length} steps: ${n("ran")} ran, ${n("cached")} cached, ${n("failed")} failed. \`tunegraph show ${run.run}\` and \`tunegraph report ${run.run}\` show it in full.`
+}
+
 const quote = (s: string) => `'${s.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`
 
 export const syncRun = async (o: SyncOptions): Promise<SyncResult> => {
@@ -175,6 +181,7 @@ export const syncRun = async (o: SyncOptions): Promise<SyncResult> => {
     { key: "tunegraph.status", value: run.status },
     { key: "tunegraph.host", value: run.host },
     { key: "tunegraph.argv", value: run.argv },
+    { key: "mlflow.note.content", value: summary(run, execs) },
     ...git,
   ]
   if (parent === undefined)
@@ -188,7 +195,12 @@ export const syncRun = async (o: SyncOptions): Promise<SyncResult> => {
   const parentArtifacts = parent.info.artifact_uri ?? (await client.getRun(parentId)).info.artifact_uri ?? ""
   await client.logBatch(parentId, {
     tags: runTags,
-    params: execs.flatMap((e) => flattenParams(paramsOf(e), e.node)),
+    params: execs.flatMap((e) => {
+      const p = paramsOf(e)
+      return typeof p === "object" && p !== null && Object.keys(p).length === 0
+        ? []
+        : flattenParams(p, e.node)
+    }),
   })
 
   const upload = async (artifactUri: string, e: ExecRow, under: string): Promise<string | undefined> => {

@@ -45,7 +45,8 @@ export const api = async <A = Record<string, unknown>>(
   body: Record<string, unknown> = {},
 ): Promise<A> => {
   let url = `${base}/api/2.0/${endpoint}`
-  if (method === "GET") url += `?${new URLSearchParams(Object.entries(body).map(([k, v]) => [k, String(v)] as [string, string]))}`
+  if (method === "GET")
+    url += `?${new URLSearchParams(Object.entries(body).map(([k, v]) => [k, String(v)] as [string, string]))}`
   const res = await fetch(url, {
     method,
     ...(method === "POST"
