@@ -86,6 +86,9 @@ export const diskBytes = (p: string): number => {
 const liveRun = (r: RunRow, now: number) =>
   r.status === "running" && (r.host === HOST ? processAlive(r.pid) : now - r.started_at < OTHER_HOST_RUN_MS)
 
+/** Where a test can act between gc moving an object away and checking it for a row. */
+export const gcHooks = { afterMove: (_digest: string): void => {} }
+
 export const collectGarbage = (store: Store, options: GcOptions): GcReport => {
   const dryRun = options.dryRun === true
   const graceMs = options.graceMs ?? 3600_000
@@ -251,10 +254,14 @@ export const collectGarbage = (store: Store, options: GcOptions): GcReport => {
     const isDir = fs.lstatSync(p).isDirectory()
     if (isDir) fs.chmodSync(p, 0o755)
     fs.renameSync(p, moved)
-    // A run that recorded this very digest meanwhile keeps it.
+    gcHooks.afterMove(digest)
+    // A run that recorded this very digest meanwhile keeps it (and may have put its own copy back already).
     if (hasRow.get(digest) !== undefined) {
-      fs.renameSync(moved, p)
-      if (isDir) fs.chmodSync(p, 0o555)
+      if (fs.existsSync(p)) removeTree(moved)
+      else {
+        fs.renameSync(moved, p)
+        if (isDir) fs.chmodSync(p, 0o555)
+      }
       return false
     }
     return true

@@ -66,6 +66,8 @@ export interface StoredObject {
   readonly size: number
   readonly isDir: boolean
   readonly entries: ReadonlyArray<ManifestEntry>
+  /** A second copy of an object that was already present, kept until the rows are committed (putObject). */
+  readonly spare?: string
 }
 
 export interface StatRow {
@@ -286,8 +288,10 @@ export class Store {
 
   /**
    * Moves a finished output (file or directory) into objects/ under its digest:
-   * fsync every file, make it read-only, rename into place. An intact object
-   * already there is kept and the new copy dropped.
+   * fsync every file, make it read-only, rename into place. Where an intact
+   * object is there already, the new copy stays where it is as the object's
+   * `spare` until `record` has committed the rows: gc may be deleting that
+   * very object meanwhile (it had no row), and the spare then takes its place.
    */
   putObject(src: string): StoredObject {
     const st = fs.statSync(src)
@@ -302,17 +306,21 @@ export class Store {
       stored = { digest: h.digest, size: h.size, isDir: false, entries: [] }
     } else throw new Error(`output ${src} is neither a file nor a directory`)
     const dest = this.objectPath(stored.digest)
+    if (fs.existsSync(dest)) {
+      if (intactOnDisk(dest, stored)) return { ...stored, spare: src }
+      removeTree(dest)
+    }
+    this.place(src, stored)
+    return stored
+  }
+
+  /** Renames a hashed, fsynced copy into objects/: read-only all the way down, every directory durable. */
+  private place(src: string, stored: StoredObject) {
+    const dest = this.objectPath(stored.digest)
     const shard = path.dirname(dest)
     if (!fs.existsSync(shard)) {
       fs.mkdirSync(shard, { recursive: true })
       durability.fsyncDir(this.objectsDir)
-    }
-    if (fs.existsSync(dest)) {
-      if (intactOnDisk(dest, stored)) {
-        removeTree(src)
-        return stored
-      }
-      removeTree(dest)
     }
     // Inner directories: read-only, and their entries durable before the rename publishes them.
     const dirs = stored.isDir ? innerDirs(src) : []
@@ -326,7 +334,24 @@ export class Store {
     // The root last: renaming a directory into another parent needs it writable.
     if (stored.isDir) fs.chmodSync(dest, 0o555)
     durability.fsyncDir(shard)
-    return stored
+  }
+
+  /**
+   * After the rows are committed: an object found already present is checked
+   * again, and put back from its spare if gc took it in between; the spare is
+   * dropped otherwise. gc checks for a row after moving an object away, and
+   * this checks for the object after writing the row, so one of the two sees
+   * the other and no row is left pointing at a missing object.
+   */
+  private settle(obj: StoredObject) {
+    if (obj.spare === undefined) return
+    const dest = this.objectPath(obj.digest)
+    if (intactOnDisk(dest, obj)) {
+      removeTree(obj.spare)
+      return
+    }
+    if (fs.existsSync(dest)) removeTree(dest)
+    this.place(obj.spare, obj)
   }
 
   // ---------------------------------------------------------------- runs & executions
@@ -346,7 +371,9 @@ export class Store {
     exec: ExecutionRecord,
     artifacts: ReadonlyArray<{ object: StoredObject; kind: string; meta: unknown }> = [],
   ): number {
-    return this.db.transaction(() => this.recordUnsafe(exec, artifacts)).immediate()
+    const id = this.db.transaction(() => this.recordUnsafe(exec, artifacts)).immediate()
+    for (const a of artifacts) this.settle(a.object)
+    return id
   }
 
   /** Many executions at once (the cached steps of a no-op run). */

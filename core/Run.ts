@@ -512,8 +512,31 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
           }
           const exit = yield* node.plugin.run(ctx as never).pipe(
             Effect.onInterrupt(() => Effect.sync(() => abort.abort())),
+            // Objects, then their rows, while the step's files are still there (an object found present
+            // keeps the new copy as a spare until the rows are in: cache/Store.ts putObject).
             Effect.flatMap((meta) =>
-              Effect.try({ try: () => commitOutputs(node, outDir, meta), catch: (e) => e as Error }),
+              Effect.try({
+                try: () => {
+                  const stored = commitOutputs(node, outDir, meta)
+                  const ms = Date.now() - started
+                  store.record(
+                    {
+                      ...baseRecord(node, key, "ran", t0, {}),
+                      ...common,
+                      ms,
+                      outputs: Object.entries(stored).map(([n, s]) => ({ name: n, digest: s.object.digest })),
+                      log: log.join("\n"),
+                      metrics,
+                      annotations,
+                      ...backendOf(annotations),
+                      cache: true,
+                    },
+                    Object.values(stored),
+                  )
+                  return { stored, ms }
+                },
+                catch: (e) => e as Error,
+              }),
             ),
             Effect.exit,
             Effect.ensuring(Effect.sync(() => removeTree(tmp))),
@@ -528,9 +551,9 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
               }),
             ),
           )
-          const ms = Date.now() - started
           const group = node.group === undefined ? {} : { group: node.group }
           if (Exit.isFailure(exit)) {
+            const ms = Date.now() - started
             if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.interrupt
             const error = describeFailure(exit.cause)
             log.push(`error: ${error}`)
@@ -557,22 +580,8 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
               { ok: false, outputs: {} },
             )
           }
-          const stored = exit.value
+          const { stored, ms } = exit.value
           const outputs = Object.entries(stored).map(([n, s]) => ({ name: n, digest: s.object.digest }))
-          store.record(
-            {
-              ...baseRecord(node, key, "ran", t0, {}),
-              ...common,
-              ms,
-              outputs,
-              log: log.join("\n"),
-              metrics,
-              annotations,
-              ...backendOf(annotations),
-              cache: true,
-            },
-            Object.values(stored),
-          )
           removeTree(checkpoints)
           const outs: Record<string, Artifact> = {}
           for (const o of outputs) outs[o.name] = storedArtifact(store, o.digest)
