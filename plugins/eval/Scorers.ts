@@ -92,6 +92,24 @@ const custom = (name: string, f: ScorerFunction): Scorer => ({
   },
 })
 
+/** Why a custom scorer's name cannot be used, or undefined (checked by eval's parameter Schema too). */
+export const scorerNameProblem = (name: string): string | undefined =>
+  (RESERVED as ReadonlyArray<string>).includes(name)
+    ? `scorer name "${name}" is taken by a built-in score; choose another`
+    : !/^[A-Za-z0-9_.-]+$/.test(name)
+      ? `scorer name "${name}" may hold only letters, digits and _ . -`
+      : undefined
+
+/** Why a regex pattern does not compile, or undefined. */
+export const regexProblem = (pattern: string | RegExp): string | undefined => {
+  try {
+    toRegex(pattern)
+    return undefined
+  } catch (e) {
+    return (e as Error).message
+  }
+}
+
 /** The scorers of an eval: the built-in ones, regex when a pattern is given, then the custom ones by name. */
 export const makeScorers = (
   regex: string | RegExp | undefined,
@@ -103,10 +121,8 @@ export const makeScorers = (
   ]
   if (regex !== undefined) out.push({ name: "regex", score: regexMatch(toRegex(regex)) })
   for (const [name, f] of Object.entries(customs).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    if ((RESERVED as ReadonlyArray<string>).includes(name))
-      throw new ScorerError(`scorer name "${name}" is taken by a built-in score; choose another`)
-    if (!/^[A-Za-z0-9_.-]+$/.test(name))
-      throw new ScorerError(`scorer name "${name}" may hold only letters, digits and _ . -`)
+    const problem = scorerNameProblem(name)
+    if (problem !== undefined) throw new ScorerError(problem)
     out.push(custom(name, f))
   }
   return out

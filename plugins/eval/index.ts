@@ -27,7 +27,7 @@ import { definePlugin, withDefault } from "../../core/Plugin.ts"
 import { Adapter, Model, Records, Report, Tokenizer, Tokens } from "../kinds.ts"
 import { backendEnvironment } from "../train/BackendChoice.ts"
 import { Backend } from "../train/Params.ts"
-import type { ScorerFunction } from "./Scorers.ts"
+import { regexProblem, type ScorerFunction, scorerNameProblem } from "./Scorers.ts"
 
 /** A function given in the pipeline file; it decodes and encodes as itself. */
 const Scorer = Schema.declare((u: unknown): u is ScorerFunction => typeof u === "function", {
@@ -49,9 +49,21 @@ export const EvalParams = Schema.Struct({
   /** Strings that end an answer; the template's turn markers when absent. */
   stop: Schema.optionalKey(Schema.Array(Schema.String)),
   /** Extracts the answer from output and reference for the `regex` score (group 1, else the match). */
-  regex: Schema.optionalKey(Schema.Union([Schema.String, Regex])),
-  /** Custom scores by name. */
-  scorers: Schema.Record(Schema.String, Scorer).pipe(withDefault({})),
+  regex: Schema.optionalKey(
+    Schema.Union([Schema.String, Regex]).check(Schema.makeFilter((r) => regexProblem(r))),
+  ),
+  /** Custom scores by name (letters, digits, _ . -; not a built-in score's name). */
+  scorers: Schema.Record(Schema.String, Scorer)
+    .check(
+      Schema.makeFilter((scorers) => {
+        for (const name of Object.keys(scorers)) {
+          const problem = scorerNameProblem(name)
+          if (problem !== undefined) return { path: [name], issue: problem }
+        }
+        return undefined
+      }),
+    )
+    .pipe(withDefault({})),
   /** How the base was held while the adapter trained: "auto" reads the adapter's training.json. */
   adapterBase: Schema.Literals(["auto", "nf4", "none"]).pipe(withDefault("auto")),
   /** auto (torch-cuda, torch-cpu, then tfjs-node-gpu, tfjs-node, wasm, cpu), torch (CUDA, else CPU), or one backend. */

@@ -24,7 +24,16 @@ import { Adapter, Export, Model, Tokenizer } from "../kinds.ts"
 
 const target = {
   /** Directory to write (relative to the working directory). */
-  to: Schema.String.check(Schema.isMinLength(1)),
+  to: Schema.String.check(
+    Schema.isMinLength(1),
+    Schema.makeFilter((to) =>
+      to.includes("\0")
+        ? `"to" holds a NUL character`
+        : to.split(/[\\/]+/).includes("..")
+          ? `"to" (${to}) holds a ".." segment; name the directory without it`
+          : undefined,
+    ),
+  ),
   /** Replace a directory the export did not write (never needed for its own). */
   overwrite: Schema.Boolean.pipe(withDefault(false)),
   /** Register the export in MLflow's model registry under this name when runs are logged there (core/mlflow). */

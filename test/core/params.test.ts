@@ -7,6 +7,8 @@ import * as path from "node:path"
 import { Schema } from "effect"
 import { beforeAll, describe, expect, it } from "vitest"
 import { dedupe } from "../../plugins/dedupe/index.ts"
+import { evaluate } from "../../plugins/eval/index.ts"
+import { exportAdapter } from "../../plugins/export/index.ts"
 import { split } from "../../plugins/split/index.ts"
 import { cli, repoRoot, tempDir } from "../support/cli.ts"
 
@@ -73,6 +75,19 @@ describe("parameter rules are checked before anything runs", () => {
     ).toThrow(/ratios must add up to 1/)
     expect(() => Schema.decodeUnknownSync(dedupe.params)({ near: true, bands: 20, rows: 8 })).toThrow(
       /exceeds permutations/,
+    )
+    expect(() => Schema.decodeUnknownSync(evaluate.params)({ regex: "(" })).toThrow(/does not compile/)
+    expect(() => Schema.decodeUnknownSync(evaluate.params)({ scorers: { loss: () => 1 } })).toThrow(
+      /taken by a built-in/,
+    )
+    expect(() => Schema.decodeUnknownSync(evaluate.params)({ scorers: { "a b": () => 1 } })).toThrow(
+      /may hold only/,
+    )
+    expect(
+      Schema.decodeUnknownSync(evaluate.params)({ regex: "#### (.+)", scorers: { ok: () => 1 } }),
+    ).toBeTruthy()
+    expect(() => Schema.decodeUnknownSync(exportAdapter.params)({ to: "exports/../../x" })).toThrow(
+      /"\.\." segment/,
     )
     expect(Schema.decodeUnknownSync(dedupe.params)({ near: true, bands: 16, rows: 8 })).toMatchObject({
       bands: 16,

@@ -290,7 +290,10 @@ describe("where an export writes", () => {
     fs.symlinkSync(outside, path.join(cwd, "link"))
     fs.mkdirSync(path.join(cwd, "real"))
     fs.symlinkSync(path.join(cwd, "real"), path.join(cwd, "inner-link"))
-    for (const to of ["../escape", "a/../../b", "a/..", ".", "link/adapter", "link"]) {
+    // A ".." is refused by the parameter Schema, before the step runs.
+    for (const to of ["../escape", "a/../../b", "a/.."])
+      await expect(exportTo(cwd, to), to).rejects.toThrow(/"\.\." segment/)
+    for (const to of [".", "link/adapter", "link"]) {
       const r = await exportTo(cwd, to)
       expect(r.ok, to).toBe(false)
       expect(r.error?.field, to).toBe("to")
