@@ -137,7 +137,7 @@ describe.skipIf(!hasTorch)("warm starts on torch", () => {
       [...readSafetensors(file).tensors].map(([n, t]) => [n, Array.from(t.data as Float32Array)]),
     )
 
-  test("train-lora continues the init adapter, train-full the init model", async () => {
+  test("train-lora and train-qlora continue the init adapter, train-full the init model", async () => {
     const data = setup()
     const inputs = { train: artifact("Tokens", data.train), base: artifact("Model", data.base) }
     const torch = { backend: "torch-cpu", evalEvery: 0, batchSize: 4 }
@@ -152,6 +152,14 @@ describe.skipIf(!hasTorch)("warm starts on torch", () => {
     const a = tensors(path.join(init, "adapter_model.safetensors"))
     expect(Object.values(a).some((t) => t.some((x) => x !== 0 && Math.abs(x) < 1))).toBe(true)
     expect(tensors(path.join(warm.outputs.adapter!, "adapter_model.safetensors"))).toEqual(a)
+
+    // QLoRA (the worker's own NF4 on the CPU) continues the same adapter.
+    const q = await runPlugin(
+      trainQlora,
+      { ...torch, ...still },
+      { ...inputs, init: artifact("Adapter", init) },
+    )
+    expect(tensors(path.join(q.outputs.adapter!, "adapter_model.safetensors"))).toEqual(a)
 
     const model = path.join(data.root, "init-model")
     saveHfModel(model, { config: data.config, weights: randomWeights(data.config, 77) })
