@@ -209,11 +209,19 @@ describe("the store", () => {
     const run = async () => {
       const child = spawnCli(dir, ["run", "pipeline.ts", "--json"], env)
       let out = ""
+      let err = ""
       child.stdout!.on("data", (d) => {
         out += d
       })
+      child.stderr!.on("data", (d) => {
+        err += d
+      })
       const [code] = await once(child, "exit")
-      return { code, json: JSON.parse(out) as RunJson }
+      try {
+        return { code, json: JSON.parse(out) as RunJson }
+      } catch {
+        throw new Error(`a process exited ${code} without its JSON:\nstdout: ${out}\nstderr: ${err}`)
+      }
     }
     const [a, b] = await Promise.all([run(), run()])
     expect(a.code).toBe(0)
