@@ -99,6 +99,30 @@ const openDb = (file: string, options: Database.Options = {}) => {
   return new Database(file, nb === undefined ? options : { ...options, nativeBinding: nb })
 }
 
+const isBusy = (e: unknown): boolean => {
+  const code = (e as { code?: unknown }).code
+  return (typeof code === "string" && code.startsWith("SQLITE_BUSY")) || /database is locked/.test(String(e))
+}
+
+/**
+ * Runs `f` again while SQLite answers busy. A store opened by two processes
+ * at once can get SQLITE_BUSY without the busy handler being consulted
+ * (switching a new database to WAL, a read upgraded to a write): waiting a
+ * little and trying again is what the busy timeout would have done.
+ */
+export const retryBusy = <A>(f: () => A, ms = 20_000): A => {
+  const until = Date.now() + ms
+  const pause = new Int32Array(new SharedArrayBuffer(4))
+  for (let wait = 5; ; wait = Math.min(wait * 2, 250)) {
+    try {
+      return f()
+    } catch (e) {
+      if (!isBusy(e) || Date.now() > until) throw e
+      Atomics.wait(pause, 0, 0, wait)
+    }
+  }
+}
+
 export class Store {
   readonly db: Database.Database
   readonly objectsDir: string
@@ -127,12 +151,14 @@ export class Store {
     fs.mkdirSync(path.join(dir, "tmp"), { recursive: true })
     const db = openDb(path.join(dir, "db.sqlite"))
     db.pragma("busy_timeout = 10000")
-    db.pragma("journal_mode = WAL")
+    retryBusy(() => {
+      if (db.pragma("journal_mode", { simple: true }) !== "wal") db.pragma("journal_mode = WAL")
+    })
     db.pragma("synchronous = NORMAL")
     db.pragma("foreign_keys = ON")
     const store = new Store(dir, db)
-    store.migrate()
-    store.reapCrashed()
+    retryBusy(() => store.migrate())
+    retryBusy(() => store.reapCrashed())
     return store
   }
 
@@ -378,9 +404,11 @@ export class Store {
 
   /** Many executions at once (the cached steps of a no-op run). */
   recordMany(execs: ReadonlyArray<ExecutionRecord>) {
-    this.db.transaction(() => {
-      for (const e of execs) this.recordUnsafe(e, [])
-    })()
+    this.db
+      .transaction(() => {
+        for (const e of execs) this.recordUnsafe(e, [])
+      })
+      .immediate()
   }
 
   private recordUnsafe(
@@ -553,9 +581,11 @@ export class Store {
   heartbeat(keys: ReadonlyArray<string>) {
     const st = this.sql("UPDATE leases SET heartbeat_at = ? WHERE step_key = ? AND pid = ? AND host = ?")
     const now = Date.now()
-    this.db.transaction(() => {
-      for (const k of keys) st.run(now, k, process.pid, HOST)
-    })()
+    this.db
+      .transaction(() => {
+        for (const k of keys) st.run(now, k, process.pid, HOST)
+      })
+      .immediate()
   }
 
   releaseLease(key: string, runId: string) {
