@@ -6,20 +6,10 @@ import { once } from "node:events"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
-import { cli, repoRoot, runJson, spawnCli, tempDir } from "../support/cli.ts"
+import { engineProject } from "../fixtures/engine/project.ts"
+import { cli, repoRoot, runJson, spawnCli } from "../support/cli.ts"
 
-const fixture = path.join(repoRoot, "test/fixtures/engine/pipeline.ts")
-
-const project = () => {
-  const dir = tempDir("crash")
-  fs.copyFileSync(fixture, path.join(dir, "pipeline.ts"))
-  fs.mkdirSync(path.join(dir, "data"))
-  fs.writeFileSync(path.join(dir, "data/a.txt"), "hello\nworld\n")
-  fs.writeFileSync(path.join(dir, "data/b.txt"), "second file\n")
-  fs.writeFileSync(path.join(dir, "notes.md"), "a note\n")
-  fs.writeFileSync(path.join(dir, "package.json"), "{}\n")
-  return dir
-}
+const project = () => engineProject("crash")
 
 beforeAll(() => {
   expect(fs.existsSync(path.join(repoRoot, "dist/cli.js")), "run `npm run build` first").toBe(true)

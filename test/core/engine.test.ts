@@ -7,6 +7,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import Database from "better-sqlite3"
 import { beforeAll, describe, expect, it } from "vitest"
+import { engineProject } from "../fixtures/engine/project.ts"
 import {
   cli,
   type RunJson,
@@ -19,18 +20,7 @@ import {
   tempDir,
 } from "../support/cli.ts"
 
-const fixture = path.join(repoRoot, "test/fixtures/engine/pipeline.ts")
-
-const project = () => {
-  const dir = tempDir("engine")
-  fs.copyFileSync(fixture, path.join(dir, "pipeline.ts"))
-  fs.mkdirSync(path.join(dir, "data"))
-  fs.writeFileSync(path.join(dir, "data/a.txt"), "hello\nworld\n")
-  fs.writeFileSync(path.join(dir, "data/b.txt"), "second file\n")
-  fs.writeFileSync(path.join(dir, "notes.md"), "a note\n")
-  fs.writeFileSync(path.join(dir, "package.json"), "{}\n")
-  return dir
-}
+const project = () => engineProject("engine")
 
 const traced = (trace: string) =>
   fs.existsSync(trace) ? fs.readFileSync(trace, "utf8").trim().split("\n").filter(Boolean) : []
