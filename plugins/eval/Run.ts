@@ -20,7 +20,7 @@ import { readTokens, type TokensData } from "../tokenize/TokensFile.ts"
 import { initBackend } from "../train/Backend.ts"
 import { type ResolvedBackend, resolveBackend } from "../train/BackendChoice.ts"
 import { LlamaModel } from "../train/Llama.ts"
-import type { LlamaConfig } from "../train/LlamaConfig.ts"
+import { eosIds, type LlamaConfig } from "../train/LlamaConfig.ts"
 import { checkAdapterShapes, type HostAdapter, readAdapter } from "../train/Lora.ts"
 import { type HostModel, loadModel, loadModelInfo } from "../train/ModelIO.ts"
 import type { TorchSession } from "../train/torch/Session.ts"
@@ -293,7 +293,7 @@ const scoreAll = async (
             fail(`${records.path}: ${e instanceof Error ? e.message : String(e)}`, "prompts"),
           )
     const stops = p.stop ?? defaultStops(template)
-    const stopIds = [...new Set([tok.eosId, baseConfig.eosId, baseConfig.bosId])]
+    const stopIds = [...new Set([tok.eosId, ...eosIds(baseConfig), baseConfig.bosId])]
     const fits = set.prompts.filter((x) => x.ids.length < baseConfig.maxSeqLen)
     const samples: Sample[] = []
     for (const [i, prompt] of fits.entries()) {

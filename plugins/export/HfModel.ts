@@ -65,11 +65,11 @@ export const writeHfModel = (
   dtype: Dtype = "float32",
 ): void => {
   fs.mkdirSync(dir, { recursive: true })
-  const config = { ...configToHf(model.config), torch_dtype: dtype }
+  const config = configToHf(model.config, dtype)
   writeJson(path.join(dir, "config.json"), config)
   writeJson(path.join(dir, "generation_config.json"), {
     bos_token_id: model.config.bosId,
-    eos_token_id: model.config.eosId,
+    eos_token_id: model.config.eosIds === undefined ? model.config.eosId : [...model.config.eosIds],
   })
   // A tied lm_head is not stored, as transformers saves tied weights once.
   const weights = new Map(

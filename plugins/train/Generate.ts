@@ -6,6 +6,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core"
 import { type KvCache, LlamaModel, type TokenBatch } from "./Llama.ts"
+import { eosIds } from "./LlamaConfig.ts"
 import { checkAdapter, type HostAdapter, mergeAdapter } from "./Lora.ts"
 import type { HostModel } from "./ModelIO.ts"
 
@@ -22,7 +23,7 @@ export interface GenerateOptions {
   readonly temperature?: number
   readonly topP?: number
   readonly seed?: number
-  /** Ids that end generation without being emitted (default: BOS, as run.c). */
+  /** Ids that end generation without being emitted (default: BOS, as run.c, and every EOS id). */
   readonly stopIds?: ReadonlyArray<number>
   /** Called with each generated id as soon as it is chosen. */
   readonly onToken?: (id: number) => void
@@ -113,7 +114,7 @@ export const generate = async (options: GenerateOptions): Promise<number[]> => {
   const model =
     options.model instanceof LlamaModel ? options.model : inferenceModel(options.model, options.adapter)
   const prompt = options.promptIds.length > 0 ? [...options.promptIds] : [model.config.bosId]
-  const stop = new Set(options.stopIds ?? [model.config.bosId])
+  const stop = new Set(options.stopIds ?? [model.config.bosId, ...eosIds(model.config)])
   const rng = new XorShift(options.seed ?? 0)
   const cache: KvCache = { keys: [], values: [], length: 0 }
   const out: number[] = []
@@ -183,10 +184,12 @@ export interface SampleLoopOptions {
   /** The model's context length and BOS id. */
   readonly maxSeqLen: number
   readonly bosId: number
+  /** The model's end-of-sequence ids, all of them (config.json may list several). */
+  readonly eosIds?: ReadonlyArray<number>
   readonly temperature?: number
   readonly topP?: number
   readonly seed?: number
-  /** Ids that end generation without being emitted (default: BOS). */
+  /** Ids that end generation without being emitted (default: BOS and every EOS). */
   readonly stopIds?: ReadonlyArray<number>
   readonly onToken?: (id: number) => void
 }
@@ -202,7 +205,7 @@ export const sampleLoop = async (
   options: SampleLoopOptions,
 ): Promise<number[]> => {
   const prompt = options.promptIds.length > 0 ? [...options.promptIds] : [options.bosId]
-  const stop = new Set(options.stopIds ?? [options.bosId])
+  const stop = new Set(options.stopIds ?? [options.bosId, ...(options.eosIds ?? [])])
   const rng = new XorShift(options.seed ?? 0)
   const out: number[] = []
   const limit = Math.min(options.maxTokens, options.maxSeqLen - prompt.length + 1)

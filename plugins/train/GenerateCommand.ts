@@ -15,6 +15,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
 import type { SampleLoopOptions } from "./Generate.ts"
+import { eosIds } from "./LlamaConfig.ts"
 import type { HostModel } from "./ModelIO.ts"
 
 const USAGE =
@@ -213,6 +214,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
         maxTokens,
         maxSeqLen: model.config.maxSeqLen,
         bosId: model.config.bosId,
+        eosIds: eosIds(model.config),
         temperature,
         topP,
         seed,

@@ -1,8 +1,9 @@
 /**
  * The Llama decoder in TensorFlow.js, top to bottom: embedding, then per
- * layer RMSNorm → attention (RoPE, grouped-query) → residual, RMSNorm →
- * SwiGLU MLP → residual, then a final RMSNorm and the output projection
- * (tied to the embedding or not).
+ * layer RMSNorm → attention (biases, q/k norm, RoPE, grouped-query) →
+ * residual, RMSNorm → SwiGLU MLP → residual, then a final RMSNorm and the
+ * output projection (tied to the embedding or not). The equations of every
+ * family it runs (llama, mistral, qwen2, qwen3) are in LlamaConfig.ts.
  *
  * Linear weights are held transposed, W^T [in, out], so the forward product
  * is a plain x @ W^T. What trains depends on the mode:
@@ -13,7 +14,17 @@
  */
 import * as tf from "@tensorflow/tfjs-core"
 import { type AttentionMask, attentionJs, attentionSimd, attentionTf } from "./Attention.ts"
-import { EMBED, FINAL_NORM, headDim, type LlamaConfig, LM_HEAD, layerNames } from "./LlamaConfig.ts"
+import {
+  biasName,
+  checkContext,
+  EMBED,
+  FINAL_NORM,
+  headDim,
+  type LlamaConfig,
+  LM_HEAD,
+  layerNames,
+  ropeInvFreq,
+} from "./LlamaConfig.ts"
 import {
   LORA_MODULES,
   type LoraModule,
@@ -50,12 +61,17 @@ interface Linear {
   /** W^T [in, out]: a variable (full) or a constant; absent when held as NF4. */
   readonly wT?: T
   readonly nf4?: Nf4Matrix
+  /** b [out]: trains in full fine-tuning, frozen under LoRA (PEFT's bias "none"). */
+  readonly bias?: T
   lora?: { aT: tf.Variable; bT: tf.Variable; scale: number; module: LoraModule }
 }
 
 interface Layer {
   readonly attnNorm: T
   readonly ffnNorm: T
+  /** Per-head RMSNorm weights [hd] of queries and keys (Qwen3). */
+  readonly qNorm?: T
+  readonly kNorm?: T
   readonly q: Linear
   readonly k: Linear
   readonly v: Linear
@@ -155,13 +171,14 @@ export class LlamaModel {
       return v
     }
     const vector = (name: string) => param(name, get(name).data, [...get(name).shape])
-    const linear = (name: string, layer: number, module: LoraModule | undefined): Linear => {
+    const linear = (name: string, layer: number, module: LoraModule | undefined, biased = false): Linear => {
       const w = get(name)
       const [outDim, inDim] = w.shape as [number, number]
+      const bias = biased ? { bias: vector(biasName(name)) } : {}
       const lin: Linear =
         options.mode === "qlora" && module !== undefined
-          ? { name, inDim, outDim, nf4: quantizeNf4(w.data, [outDim, inDim]) }
-          : { name, inDim, outDim, wT: param(name, transposeHost(w), [inDim, outDim]) }
+          ? { name, inDim, outDim, nf4: quantizeNf4(w.data, [outDim, inDim]), ...bias }
+          : { name, inDim, outDim, wT: param(name, transposeHost(w), [inDim, outDim]), ...bias }
       const spec = options.lora
       if (spec !== undefined && module !== undefined && spec.targets.includes(module)) {
         const given = options.loraWeights?.get(name)
@@ -191,13 +208,15 @@ export class LlamaModel {
     this.embed = vector(EMBED)
     for (let i = 0; i < config.nLayers; i++) {
       const n = layerNames(i)
-      const lin = (k: (typeof LINEARS)[number]) => linear(n[k], i, MODULE_OF[k])
+      const lin = (k: (typeof LINEARS)[number], biased = false) => linear(n[k], i, MODULE_OF[k], biased)
+      const qkv = config.qkvBias === true
       this.layers.push({
         attnNorm: vector(n.attnNorm),
-        q: lin("q"),
-        k: lin("k"),
-        v: lin("v"),
-        o: lin("o"),
+        ...(config.qkNorm === true ? { qNorm: vector(n.qNorm), kNorm: vector(n.kNorm) } : {}),
+        q: lin("q", qkv),
+        k: lin("k", qkv),
+        v: lin("v", qkv),
+        o: lin("o", config.oBias === true),
         ffnNorm: vector(n.ffnNorm),
         gate: lin("gate"),
         up: lin("up"),
@@ -220,6 +239,7 @@ export class LlamaModel {
       )
     } else if (this.mode === "full") y = matmul(x, lin.wT as T)
     else y = matmulConst(x, lin.wT as T)
+    if (lin.bias !== undefined) y = tf.add(y, lin.bias)
     const l = lin.lora
     if (l === undefined) return y
     const mask = options.loraMask?.(layer, l.module, [x.shape[0] as number, lin.inDim])
@@ -233,6 +253,7 @@ export class LlamaModel {
     const { batch: B, seq: S } = batch
     const hd = headDim(c)
     const past = options.cache?.length ?? 0
+    checkContext(c, past + S, "the tfjs decoder")
     const { cos, sin } = this.ropeTables(batch, past)
     const mask: AttentionMask = { past, ...(batch.segments ? { segments: batch.segments } : {}) }
     const attention = { simd: attentionSimd, js: attentionJs, tf: attentionTf }[this.attention]
@@ -241,9 +262,13 @@ export class LlamaModel {
     for (let i = 0; i < this.layers.length; i++) {
       const L = this.layers[i] as Layer
       const h = rmsnorm(x, L.attnNorm, c.normEps)
-      // [B·S, heads·hd] → [B, S, heads, hd], rotated
-      const q = rope(tf.reshape(this.linear(h, L.q, i, options), [B, S, c.nHeads, hd]), cos, sin, this.swap)
-      let k = rope(tf.reshape(this.linear(h, L.k, i, options), [B, S, c.nKvHeads, hd]), cos, sin, this.swap)
+      // [B·S, heads·hd] → [B, S, heads, hd], normed per head (Qwen3), rotated
+      const heads = (lin: Linear, n: number, norm: T | undefined) => {
+        const t = tf.reshape(this.linear(h, lin, i, options), [B, S, n, hd])
+        return rope(norm === undefined ? t : rmsnorm(t, norm, c.normEps), cos, sin, this.swap)
+      }
+      const q = heads(L.q, c.nHeads, L.qNorm)
+      let k = heads(L.k, c.nKvHeads, L.kNorm)
       let v = tf.reshape(this.linear(h, L.v, i, options), [B, S, c.nKvHeads, hd])
       if (options.cache !== undefined) {
         const ck = options.cache.keys[i]
@@ -257,7 +282,7 @@ export class LlamaModel {
         ck?.dispose()
         cv?.dispose()
       }
-      const att = tf.reshape(attention(q, k, v, mask), [B * S, c.dim])
+      const att = tf.reshape(attention(q, k, v, mask), [B * S, c.nHeads * hd])
       x = tf.add(x, this.linear(att, L.o, i, options))
       const f = rmsnorm(x, L.ffnNorm, c.normEps)
       const g = swiglu(this.linear(f, L.gate, i, options), this.linear(f, L.up, i, options))
@@ -306,7 +331,7 @@ export class LlamaModel {
     const hd = headDim(c)
     const half = hd / 2
     const rows = batch.positions === undefined ? 1 : B
-    const invFreq = Float64Array.from({ length: half }, (_, i) => 1 / c.ropeTheta ** ((2 * i) / hd))
+    const invFreq = ropeInvFreq(c)
     const cos = new Float32Array(rows * S * hd)
     const sin = new Float32Array(rows * S * hd)
     for (let b = 0; b < rows; b++)
@@ -335,11 +360,14 @@ export class LlamaModel {
     add(this.finalNorm.size, this.finalNorm.size * 4)
     const lins: Linear[] = this.lmHead === undefined ? [] : [this.lmHead]
     for (const L of this.layers) {
-      add(L.attnNorm.size + L.ffnNorm.size, (L.attnNorm.size + L.ffnNorm.size) * 4)
+      const norms = L.attnNorm.size + L.ffnNorm.size + (L.qNorm?.size ?? 0) + (L.kNorm?.size ?? 0)
+      add(norms, norms * 4)
       for (const k of LINEARS) lins.push(L[k])
     }
-    for (const l of lins)
+    for (const l of lins) {
       add(l.inDim * l.outDim, l.nf4 !== undefined ? nf4Bytes(l.nf4) : l.inDim * l.outDim * 4)
+      if (l.bias !== undefined) add(l.outDim, l.outDim * 4)
+    }
     return { float32, resident }
   }
 
@@ -353,12 +381,15 @@ export class LlamaModel {
           ? dequantizeNf4(l.nf4, false)
           : (tf.tidy(() => tf.transpose(l.wT as T)).dataSync() as Float32Array)
       out.set(l.name, { shape: [l.outDim, l.inDim], data: Float32Array.from(data) })
+      if (l.bias !== undefined) put(biasName(l.name), l.bias)
     }
     put(EMBED, this.embed)
     this.layers.forEach((L, i) => {
       const n = layerNames(i)
       put(n.attnNorm, L.attnNorm)
       put(n.ffnNorm, L.ffnNorm)
+      if (L.qNorm !== undefined) put(n.qNorm, L.qNorm)
+      if (L.kNorm !== undefined) put(n.kNorm, L.kNorm)
       for (const k of LINEARS) putLinear(L[k])
     })
     put(FINAL_NORM, this.finalNorm)
@@ -398,8 +429,11 @@ export class LlamaModel {
     for (const L of this.layers) {
       drop(L.attnNorm)
       drop(L.ffnNorm)
+      drop(L.qNorm)
+      drop(L.kNorm)
       for (const k of LINEARS) {
         drop(L[k].wT)
+        drop(L[k].bias)
         drop(L[k].lora?.aT)
         drop(L[k].lora?.bT)
       }

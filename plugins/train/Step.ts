@@ -12,6 +12,7 @@ import type { Artifact } from "../../core/Artifact.ts"
 import { canonicalJson } from "../../core/Canonical.ts"
 import { type Failure, StepError } from "../../core/Plugin.ts"
 import { type ResolvedBackend, resolveBackend } from "./BackendChoice.ts"
+import { configFromHf } from "./LlamaConfig.ts"
 import type { TrainParams } from "./Params.ts"
 import type { TrainHooks, TrainKind, TrainResult } from "./Trainer.ts"
 import { runInWorker } from "./TrainRunner.ts"
@@ -119,6 +120,25 @@ const runTorch = async (
 }
 
 /**
+ * Refuses, before a worker starts, a Hugging Face model the tfjs decoder
+ * cannot compute (another model_type, a RoPE scaling, sliding-window
+ * layers...): the error names config.json, the field and its value, and the
+ * torch backend. A llama2.c checkpoint or an unreadable config.json is the
+ * loader's to report.
+ */
+const checkTfjsRuns = (model: string): void => {
+  const file = path.join(model, "config.json")
+  if (!fs.existsSync(file)) return
+  let json: unknown
+  try {
+    json = JSON.parse(fs.readFileSync(file, "utf8"))
+  } catch {
+    return
+  }
+  if (typeof json === "object" && json !== null) configFromHf(json as Record<string, unknown>, file)
+}
+
+/**
  * Runs the job. Interrupted, the step waits for the trainer to stop (the
  * torch worker saves a checkpoint first), so the next run finds it.
  */
@@ -149,6 +169,8 @@ const trainWith = async (
     return
   }
   const base = ctx.inputs.base
+  checkTfjsRuns(base.path)
+  if (kind === "full" && ctx.inputs.init !== undefined) checkTfjsRuns(ctx.inputs.init.path)
   await runInWorker(
     {
       kind,

@@ -15,6 +15,7 @@ import { AdamW } from "./AdamW.ts"
 import { backendDevice, initBackend } from "./Backend.ts"
 import { BEST, type LoopState, loadCheckpoint, saveCheckpoint, writeAtomic } from "./Checkpoint.ts"
 import { LlamaModel } from "./Llama.ts"
+import { checkContext } from "./LlamaConfig.ts"
 import { checkAdapter, type LoraModule, type LoraSpec, readAdapter, writeAdapter } from "./Lora.ts"
 import { loadModel, saveHfModel } from "./ModelIO.ts"
 import type { TrainParams } from "./Params.ts"
@@ -155,6 +156,12 @@ export const train = async (job: TrainJob, hooks: TrainHooks): Promise<TrainResu
   const trainSet = readTokens(job.train, host.config.vocabSize)
   const valSet = job.validation === undefined ? undefined : readTokens(job.validation, host.config.vocabSize)
   if (trainSet.count === 0) throw new TrainError(`${job.train}: the training split holds no sequences`)
+  // A model with a sliding window (Mistral) runs here only for contexts within it.
+  let longest = 0
+  for (const set of valSet === undefined ? [trainSet] : [trainSet, valSet])
+    for (let i = 0; i < set.count; i++)
+      longest = Math.max(longest, (set.offsets[i + 1] as number) - (set.offsets[i] as number))
+  checkContext(host.config, Math.min(longest, p.maxSeqLen), path.join(job.base, "config.json"))
   const spec = job.kind === "full" ? undefined : loraSpec(p)
   const start = spec !== undefined && job.init !== undefined ? initAdapter(job.init, spec, host) : undefined
   if (job.init !== undefined)

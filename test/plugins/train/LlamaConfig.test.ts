@@ -20,11 +20,31 @@ describe("configFromHf", () => {
     expect(configFromHf(base).ropeTheta).toBe(10000)
   })
 
-  test("refuses a RoPE scaling the tfjs decoder does not implement, naming the torch backend", () => {
-    const llama3 = { ...base, rope_parameters: { rope_type: "llama3", rope_theta: 500000, factor: 32 } }
-    expect(() => configFromHf(llama3, "m/config.json")).toThrow(ConfigError)
-    expect(() => configFromHf(llama3, "m/config.json")).toThrow(
-      /m\/config.json: rope_parameters.rope_type "llama3".*torch backend/,
+  test("reads llama3 RoPE scaling from either form, and refuses another scaling, naming the torch backend", () => {
+    const rope = {
+      factor: 32,
+      low_freq_factor: 1,
+      high_freq_factor: 4,
+      original_max_position_embeddings: 8192,
+    }
+    const want = {
+      type: "llama3",
+      factor: 32,
+      lowFreqFactor: 1,
+      highFreqFactor: 4,
+      originalMaxPositions: 8192,
+    }
+    const v5 = configFromHf({
+      ...base,
+      rope_parameters: { rope_type: "llama3", rope_theta: 500000, ...rope },
+    })
+    expect([v5.ropeTheta, v5.ropeScaling]).toEqual([500000, want])
+    const v4 = configFromHf({ ...base, rope_theta: 500000, rope_scaling: { rope_type: "llama3", ...rope } })
+    expect([v4.ropeTheta, v4.ropeScaling]).toEqual([500000, want])
+    const yarn = { ...base, rope_parameters: { rope_type: "yarn", rope_theta: 500000, factor: 32 } }
+    expect(() => configFromHf(yarn, "m/config.json")).toThrow(ConfigError)
+    expect(() => configFromHf(yarn, "m/config.json")).toThrow(
+      /m\/config.json: rope_parameters.rope_type "yarn".*torch backend/,
     )
   })
 })
