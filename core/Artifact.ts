@@ -77,6 +77,10 @@ export const Files = kind(
     root: Schema.String,
     pattern: Schema.String,
     count: Schema.Number,
+    /** For an hf() source (core/Hf.ts): the repo, the revision asked for and the commit it resolved to. */
+    hf: Schema.optionalKey(
+      Schema.Struct({ repo: Schema.String, revision: Schema.String, commit: Schema.String }),
+    ),
   }),
 )
 export type Files = typeof Files

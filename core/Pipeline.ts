@@ -10,6 +10,7 @@
  */
 import type { ArtifactKind, InputSpec, OutputRefs, Ref, Wiring } from "./Artifact.ts"
 import { Files } from "./Artifact.ts"
+import type { HfSpec } from "./Hf.ts"
 import type { ParamsSchema, Plugin } from "./Plugin.ts"
 
 export interface SourceSpec {
@@ -17,6 +18,8 @@ export interface SourceSpec {
   readonly path: string | ReadonlyArray<string>
   /** Globs to leave out. */
   readonly exclude?: ReadonlyArray<string>
+  /** A model in the local Hugging Face hub cache (made by `hf()`, core/Hf.ts); `path` is its folder there. */
+  readonly hf?: HfSpec
 }
 
 export interface SourceNode {

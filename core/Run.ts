@@ -16,7 +16,7 @@ import type { Artifact, ArtifactKind, InputSpec, Ref } from "./Artifact.ts"
 import { type Override, prepareAll } from "./Params.ts"
 import { dependencies, type Node, type Pipeline, type StepNode, topoOrder } from "./Pipeline.ts"
 import type { Annotations, Failure } from "./Plugin.ts"
-import { fileDigest, resolveSource } from "./Sources.ts"
+import { fileDigest, resolveSource, sourceParams } from "./Sources.ts"
 import { type KeyIngredients, stepKey } from "./StepKey.ts"
 
 export type StepStatus = "cached" | "ran" | "failed" | "skipped"
@@ -440,10 +440,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
                 plugin: "source",
                 version: "1",
                 fingerprint: "",
-                params: {
-                  path: node.spec.path,
-                  ...(node.spec.exclude ? { exclude: node.spec.exclude } : {}),
-                },
+                params: sourceParams(node.spec, art),
                 inputs: {},
                 files,
               },

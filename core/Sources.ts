@@ -10,6 +10,7 @@ import type { Store } from "../cache/Store.ts"
 import type { Artifact, ArtifactFile } from "./Artifact.ts"
 import { glob, globToRegExp, hasMagic } from "./Glob.ts"
 import { hashFileSync, listFiles, manifestDigest } from "./Hash.ts"
+import { HfError, type HfSnapshot, resolveHf } from "./Hf.ts"
 import type { SourceSpec } from "./Pipeline.ts"
 
 export class SourceError extends Error {
@@ -42,14 +43,72 @@ export const fileDigest = (store: Store, abs: string): { digest: string; size: n
   return { digest, size, hashed: true }
 }
 
+/**
+ * Resolves a source to its files and digest. An hf() source first finds its
+ * snapshot in the hub cache (core/Hf.ts); its files and excludes are paths
+ * inside the snapshot, and the artifact's meta names the repo, the revision
+ * and the commit it resolved to.
+ */
 export const resolveSource = (
   store: Store,
   baseDir: string,
   node: string,
   spec: SourceSpec,
 ): ResolvedSource => {
-  const patterns = typeof spec.path === "string" ? [spec.path] : [...spec.path]
-  const excludes = (spec.exclude ?? []).map((e) => globToRegExp(toPosix(path.resolve(baseDir, e))))
+  if (spec.hf === undefined) return resolvePaths(store, baseDir, node, spec.path, spec.exclude ?? [])
+  let snap: HfSnapshot
+  try {
+    snap = resolveHf(spec.hf)
+  } catch (e) {
+    throw e instanceof HfError ? new SourceError(`source "${node}": ${e.message}`) : e
+  }
+  const resolved = resolvePaths(store, snap.dir, node, spec.hf.files ?? ".", [
+    ...(spec.hf.exclude ?? []),
+    ...(spec.exclude ?? []),
+  ])
+  const art = resolved.artifact
+  return {
+    ...resolved,
+    artifact: {
+      ...art,
+      meta: {
+        ...(art.meta as object),
+        pattern: `hf://${snap.repo}@${snap.revision}`,
+        hf: { repo: snap.repo, revision: snap.revision, commit: snap.commit },
+      },
+    },
+  }
+}
+
+/** What lineage records of a source: the paths as written, and for hf() the repo, revision and commit. */
+export const sourceParams = (spec: SourceSpec, artifact?: Artifact): Record<string, unknown> => {
+  const hf = (artifact?.meta as { hf?: unknown } | undefined)?.hf
+  return {
+    path: spec.path,
+    ...(spec.exclude ? { exclude: spec.exclude } : {}),
+    ...(spec.hf === undefined
+      ? {}
+      : {
+          hf: {
+            ...(typeof hf === "object" && hf !== null
+              ? hf
+              : { repo: spec.hf.repo, revision: spec.hf.revision }),
+            ...(spec.hf.files ? { files: spec.hf.files } : {}),
+            ...(spec.hf.exclude ? { exclude: spec.hf.exclude } : {}),
+          },
+        }),
+  }
+}
+
+const resolvePaths = (
+  store: Store,
+  baseDir: string,
+  node: string,
+  specPath: string | ReadonlyArray<string>,
+  exclude: ReadonlyArray<string>,
+): ResolvedSource => {
+  const patterns = typeof specPath === "string" ? [specPath] : [...specPath]
+  const excludes = exclude.map((e) => globToRegExp(toPosix(path.resolve(baseDir, e))))
   const matched: string[] = []
   let single: string | undefined
   let root: string | undefined

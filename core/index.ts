@@ -2,6 +2,8 @@
 export type { Artifact, ArtifactFile, ArtifactKind, Many, Optional, Ref } from "./Artifact.ts"
 export { Files, kind, many, optional } from "./Artifact.ts"
 export { canonicalJson } from "./Canonical.ts"
+export type { HfOptions, HfSpec } from "./Hf.ts"
+export { HfError, hf, hubCache } from "./Hf.ts"
 export type { Node, NodeConfig, SourceSpec, StepNode } from "./Pipeline.ts"
 export { Pipeline, PipelineError } from "./Pipeline.ts"
 export type { Annotations, Failure, Plugin, PluginOptions, Resources, StepContext } from "./Plugin.ts"

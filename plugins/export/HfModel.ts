@@ -10,11 +10,15 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { configToHf, type LlamaConfig } from "../train/LlamaConfig.ts"
-import { type HostTensor, type SafetensorsDtype, writeSafetensors } from "../train/Safetensors.ts"
+import { type HostTensor, type SafetensorsDtype, writeSafetensorsFile } from "../train/Safetensors.ts"
 import { hfTokenizerFilesFromBin } from "./TokenizerJson.ts"
 
 export const DTYPES = { float32: "F32", float16: "F16", bfloat16: "BF16" } as const
 export type Dtype = keyof typeof DTYPES
+
+/** The export name of a safetensors dtype. */
+export const dtypeName = (d: SafetensorsDtype): Dtype =>
+  (Object.keys(DTYPES) as Dtype[]).find((k) => DTYPES[k] === d) ?? "float32"
 
 const HF_TOKENIZER_FILES = [
   "tokenizer.json",
@@ -75,8 +79,6 @@ export const writeHfModel = (
   const weights = new Map(
     [...model.weights].filter(([k]) => !(model.config.tiedEmbeddings && k === "lm_head.weight")),
   )
-  fs.writeFileSync(
-    path.join(dir, "model.safetensors"),
-    writeSafetensors(weights, { format: "pt" }, DTYPES[dtype] as SafetensorsDtype),
-  )
+  // Tensor by tensor, so a large model is never encoded whole in memory.
+  writeSafetensorsFile(path.join(dir, "model.safetensors"), weights, { format: "pt" }, DTYPES[dtype])
 }

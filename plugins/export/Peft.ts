@@ -9,7 +9,13 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { LORA_MODULES, type LoraModule } from "../train/Lora.ts"
-import { type HostTensor, readSafetensors, writeSafetensors } from "../train/Safetensors.ts"
+import {
+  type HostTensor,
+  readSafetensors,
+  type SafetensorsDtype,
+  writeSafetensors,
+} from "../train/Safetensors.ts"
+import { DTYPES, type Dtype } from "./HfModel.ts"
 
 export class PeftError extends Error {
   override readonly name = "PeftError"
@@ -40,6 +46,8 @@ export interface PeftAdapter {
   readonly tensors: Map<string, HostTensor>
   /** Whether the file already used the saved names (so its bytes can be copied as they are). */
   readonly savedNames: boolean
+  /** Each tensor's type on disk. */
+  readonly dtypes: ReadonlyMap<string, SafetensorsDtype>
   /** Layers adapted, ascending. */
   readonly layers: ReadonlyArray<number>
 }
@@ -130,6 +138,7 @@ export const checkPeftAdapter = (dir: string): PeftAdapter => {
     targets,
     tensors,
     savedNames,
+    dtypes: file.dtypes,
     layers: [...layers].sort((a, b) => a - b),
   }
 }
@@ -137,6 +146,8 @@ export const checkPeftAdapter = (dir: string): PeftAdapter => {
 export interface PeftExportOptions {
   /** base_model_name_or_path to write (a Hugging Face id or a path); the adapter's own when absent. */
   readonly baseModel?: string | undefined
+  /** Weight type of adapter_model.safetensors (float32 by default, as PEFT saves adapters). */
+  readonly dtype?: Dtype | undefined
 }
 
 /**
@@ -161,8 +172,10 @@ export const writePeftAdapter = (
   )
   fs.writeFileSync(path.join(outDir, "adapter_config.json"), `${JSON.stringify(sorted, null, 2)}\n`)
   const weights = path.join(outDir, "adapter_model.safetensors")
-  if (adapter.savedNames) fs.copyFileSync(path.join(sourceDir, "adapter_model.safetensors"), weights)
-  else fs.writeFileSync(weights, writeSafetensors(adapter.tensors, { format: "pt" }))
+  const dtype = DTYPES[options.dtype ?? "float32"]
+  if (adapter.savedNames && [...adapter.dtypes.values()].every((d) => d === dtype))
+    fs.copyFileSync(path.join(sourceDir, "adapter_model.safetensors"), weights)
+  else fs.writeFileSync(weights, writeSafetensors(adapter.tensors, { format: "pt" }, dtype))
   const files = ["adapter_config.json", "adapter_model.safetensors"]
   const training = path.join(sourceDir, "training.json")
   if (fs.existsSync(training)) {

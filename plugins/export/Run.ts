@@ -16,7 +16,7 @@ import {
 } from "../../core/Plugin.ts"
 import { checkAdapter, readAdapter } from "../train/Lora.ts"
 import { loadModel } from "../train/ModelIO.ts"
-import { writeHfModel, writeTokenizer } from "./HfModel.ts"
+import { dtypeName, writeHfModel, writeTokenizer } from "./HfModel.ts"
 import type {
   ExportAdapterParams,
   ExportMergedParams,
@@ -112,7 +112,7 @@ export const runExportAdapter = (ctx: AdapterContext): Effect.Effect<Meta, Failu
       checkAdapter(model.config, model, readAdapter(source))
     }
     const out = ctx.output("export")
-    writePeftAdapter(source, adapter, out, { baseModel: ctx.params.baseModel })
+    writePeftAdapter(source, adapter, out, { baseModel: ctx.params.baseModel, dtype: ctx.params.dtype })
     const marker = writeMarker(out, {
       artifact: ctx.inputs.adapter.digest,
       node: ctx.node,
@@ -143,7 +143,8 @@ export const runExportMerged = (ctx: MergedContext): Effect.Effect<Meta, Failure
       note = `adapter merged into the ${quantization === "nf4" ? "NF4-dequantised" : "float"} base`
     }
     const out = ctx.output("export")
-    writeHfModel(out, model, ctx.params.dtype)
+    const dtype = ctx.params.dtype === "source" ? dtypeName(base.dtype ?? "F32") : ctx.params.dtype
+    writeHfModel(out, model, dtype)
     const tokenizer = ctx.inputs.tokenizer?.path ?? base.tokenizer?.path
     if (tokenizer !== undefined && fs.existsSync(tokenizer))
       ctx.log(`tokenizer: ${writeTokenizer(out, { path: tokenizer }, base.config.maxSeqLen)}`)
@@ -154,6 +155,8 @@ export const runExportMerged = (ctx: MergedContext): Effect.Effect<Meta, Failure
       node: ctx.node,
       kind: "merged-model",
     })
-    ctx.log(`${publish(ctx, out, target)}: Hugging Face Llama (${ctx.params.dtype}), ${note}`)
+    ctx.log(
+      `${publish(ctx, out, target)}: Hugging Face Llama (${dtype}${ctx.params.dtype === "source" ? ", the model's own" : ""}), ${note}`,
+    )
     return { export: { to: target, kind: marker.kind, files: [...marker.files] } }
   })

@@ -44,13 +44,18 @@ export const ExportAdapterParams = Schema.Struct({
   ...target,
   /** base_model_name_or_path for adapter_config.json (a Hugging Face id, say); the adapter's own when absent. */
   baseModel: Schema.optionalKey(Schema.String),
+  /** Weight type of adapter_model.safetensors: float32, as PEFT saves adapters, unless told otherwise. */
+  dtype: Schema.Literals(["float32", "float16", "bfloat16"]).pipe(withDefault("float32")),
 })
 export type ExportAdapterParams = typeof ExportAdapterParams.Type
 
 export const ExportMergedParams = Schema.Struct({
   ...target,
-  /** Weight type of model.safetensors. */
-  dtype: Schema.Literals(["float32", "float16", "bfloat16"]).pipe(withDefault("float32")),
+  /**
+   * Weight type of model.safetensors: "source" keeps the model's own (a
+   * bfloat16 checkpoint, or a full fine-tune of one, exports as bfloat16).
+   */
+  dtype: Schema.Literals(["source", "float32", "float16", "bfloat16"]).pipe(withDefault("source")),
   /** How the base was held while the adapter trained: "auto" reads the adapter's training.json; "nf4" for QLoRA. */
   adapterBase: Schema.Literals(["auto", "nf4", "none"]).pipe(withDefault("auto")),
 })

@@ -53,6 +53,23 @@ export interface SafetensorsFile {
   readonly dtypes: Map<string, SafetensorsDtype>
 }
 
+/** One tensor as the header describes it; `begin` and `end` are absolute byte offsets in the file. */
+export interface TensorEntry {
+  readonly name: string
+  readonly dtype: string
+  readonly shape: ReadonlyArray<number>
+  readonly begin: number
+  readonly end: number
+}
+
+/** A file's checked header: what it holds and where, with no tensor data read yet. */
+export interface SafetensorsHeader {
+  readonly where: string
+  readonly metadata: Record<string, string>
+  /** Sorted by name. */
+  readonly entries: ReadonlyMap<string, TensorEntry>
+}
+
 const fail = (where: string, message: string): never => {
   throw new SafetensorsError(`${where}: ${message}`)
 }
@@ -60,30 +77,32 @@ const fail = (where: string, message: string): never => {
 const isIntIn = (v: unknown, max: number): v is number =>
   typeof v === "number" && Number.isSafeInteger(v) && v >= 0 && v <= max
 
-/** Reads a safetensors file (a path or its bytes); every tensor comes back as float32. */
-export const readSafetensors = (source: string | Uint8Array): SafetensorsFile => {
-  const where = typeof source === "string" ? source : "safetensors"
-  const bytes = typeof source === "string" ? fs.readFileSync(source) : source
-  if (bytes.length < 8) fail(where, `file is ${bytes.length} bytes, shorter than the 8-byte header length`)
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  const n = view.getBigUint64(0, true)
-  if (n > BigInt(bytes.length - 8))
-    fail(where, `header length ${n} is beyond the end of the file (${bytes.length} bytes)`)
+/** The header length from the first 8 bytes, checked against the file length. */
+const headerLengthOf = (first8: Uint8Array, fileLength: number, where: string): number => {
+  if (fileLength < 8) fail(where, `file is ${fileLength} bytes, shorter than the 8-byte header length`)
+  const n = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true)
+  if (n > BigInt(fileLength - 8))
+    fail(where, `header length ${n} is beyond the end of the file (${fileLength} bytes)`)
   if (n > BigInt(MAX_HEADER)) fail(where, `header length ${n} is over the ${MAX_HEADER}-byte limit`)
   const headerLength = Number(n)
   if (headerLength < 2) fail(where, `header length ${headerLength} is too short for a JSON object`)
+  return headerLength
+}
+
+/** Parses and checks the JSON header: every entry valid, the data covered exactly. */
+const parseHeader = (json: Uint8Array, fileLength: number, where: string): SafetensorsHeader => {
   let header: unknown
   try {
-    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + headerLength)))
+    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(json))
   } catch (e) {
     fail(where, `header is not valid UTF-8 JSON (${e instanceof Error ? e.message : String(e)})`)
   }
   if (typeof header !== "object" || header === null || Array.isArray(header))
     fail(where, "header is not a JSON object")
-  const dataStart = 8 + headerLength
-  const dataLength = bytes.length - dataStart
+  const dataStart = 8 + json.length
+  const dataLength = fileLength - dataStart
   const metadata: Record<string, string> = {}
-  const entries: Array<{ name: string; dtype: string; shape: number[]; begin: number; end: number }> = []
+  const entries: TensorEntry[] = []
   for (const [name, value] of Object.entries(header as Record<string, unknown>)) {
     if (name === "__metadata__") {
       if (typeof value !== "object" || value === null || Array.isArray(value))
@@ -122,48 +141,202 @@ export const readSafetensors = (source: string | Uint8Array): SafetensorsFile =>
         where,
         `tensor ${name}: shape [${shape.join(", ")}] × ${t.dtype} (${size} bytes) needs ${count * size} bytes, data_offsets give ${end - begin}`,
       )
-    entries.push({ name, dtype: t.dtype as string, shape, begin, end })
+    entries.push({ name, dtype: t.dtype as string, shape, begin: dataStart + begin, end: dataStart + end })
   }
   entries.sort((a, b) => a.begin - b.begin || a.end - b.end)
-  let cursor = 0
+  let cursor = dataStart
   for (const e of entries) {
-    if (e.begin < cursor)
-      fail(where, `tensor ${e.name}: data_offsets [${e.begin}, ${e.end}] overlap the previous tensor`)
+    const rel = `[${e.begin - dataStart}, ${e.end - dataStart}]`
+    if (e.begin < cursor) fail(where, `tensor ${e.name}: data_offsets ${rel} overlap the previous tensor`)
     if (e.begin > cursor)
-      fail(where, `tensor ${e.name}: data is not contiguous (gap at bytes ${cursor}..${e.begin})`)
+      fail(
+        where,
+        `tensor ${e.name}: data is not contiguous (gap at bytes ${cursor - dataStart}..${e.begin - dataStart})`,
+      )
     cursor = e.end
   }
-  if (cursor !== dataLength)
-    fail(where, `tensors cover ${cursor} bytes of data but the file holds ${dataLength}`)
-  const tensors = new Map<string, HostTensor>()
-  const dtypes = new Map<string, SafetensorsDtype>()
-  for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
-    if (e.dtype !== "F32" && e.dtype !== "F16" && e.dtype !== "BF16")
-      fail(where, `tensor ${e.name}: dtype ${e.dtype} is valid but not supported (F32, F16, BF16)`)
-    const raw = bytes.subarray(dataStart + e.begin, dataStart + e.end)
-    tensors.set(e.name, { shape: e.shape, data: decode(raw, e.dtype as SafetensorsDtype) })
-    dtypes.set(e.name, e.dtype as SafetensorsDtype)
-  }
-  return { tensors, metadata, dtypes }
+  if (cursor !== fileLength)
+    fail(where, `tensors cover ${cursor - dataStart} bytes of data but the file holds ${dataLength}`)
+  entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+  return { where, metadata, entries: new Map(entries.map((e) => [e.name, e])) }
 }
 
-const decode = (raw: Uint8Array, dtype: SafetensorsDtype): Float32Array => {
-  const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength)
-  // A copy starts at offset 0, so it is aligned for a float32 view (hosts are little-endian).
-  // (Not raw.slice(): on a Node Buffer that is a view, not a copy.)
-  if (dtype === "F32") {
-    const copy = new Uint8Array(raw.length)
-    copy.set(raw)
-    return new Float32Array(copy.buffer)
+const isFloat = (dtype: string): dtype is SafetensorsDtype =>
+  dtype === "F32" || dtype === "F16" || dtype === "BF16"
+
+/** Bytes converted per read for F16 and BF16: the only buffer a read needs beside its float32 result. */
+const CHUNK = 4 * 1024 * 1024
+let scratch: Uint8Array | undefined
+
+/** float32 of every half: a table lookup converts F16 as fast as a shift converts BF16. */
+let halfTable: Float32Array | undefined
+const halves = (): Float32Array => {
+  if (halfTable === undefined) {
+    halfTable = new Float32Array(65536)
+    for (let h = 0; h < 65536; h++) halfTable[h] = halfToFloat(h)
   }
-  const out = new Float32Array(raw.length / 2)
+  return halfTable
+}
+
+/** Converts little-endian F16 or BF16 bytes (even offset, even length) into `out` from `at`. */
+const convertInto = (raw: Uint8Array, dtype: "F16" | "BF16", out: Float32Array, at: number) => {
+  const n = raw.length >> 1
+  const u16 =
+    raw.byteOffset % 2 === 0
+      ? new Uint16Array(raw.buffer, raw.byteOffset, n)
+      : new Uint16Array(Uint8Array.from(raw).buffer)
   if (dtype === "BF16") {
-    const u = new Uint32Array(out.buffer)
-    for (let i = 0; i < out.length; i++) u[i] = v.getUint16(i * 2, true) << 16
+    const u32 = new Uint32Array(out.buffer, out.byteOffset + at * 4, n)
+    for (let i = 0; i < n; i++) u32[i] = (u16[i] as number) << 16
   } else {
-    for (let i = 0; i < out.length; i++) out[i] = halfToFloat(v.getUint16(i * 2, true))
+    const table = halves()
+    for (let i = 0; i < n; i++) out[at + i] = table[u16[i] as number] as number
   }
-  return out
+}
+
+/**
+ * A safetensors file opened for reading one tensor at a time with positioned
+ * reads: only the header is read up front, and each tensor goes from disk
+ * straight into its float32 array (F16 and BF16 through one 4 MiB buffer),
+ * so a multi-GB file is never held in memory whole.
+ */
+export class SafetensorsReader {
+  private fd: number | undefined
+
+  private constructor(
+    readonly file: string,
+    fd: number,
+    readonly header: SafetensorsHeader,
+  ) {
+    this.fd = fd
+  }
+
+  static open(file: string): SafetensorsReader {
+    let fd: number
+    try {
+      fd = fs.openSync(file, "r")
+    } catch (e) {
+      throw new SafetensorsError(
+        `${file}: cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      )
+    }
+    try {
+      const size = fs.fstatSync(fd).size
+      const first = new Uint8Array(8)
+      readFully(fd, first, 0, file)
+      const headerLength = headerLengthOf(first, size, file)
+      const json = new Uint8Array(headerLength)
+      readFully(fd, json, 8, file)
+      return new SafetensorsReader(file, fd, parseHeader(json, size, file))
+    } catch (e) {
+      fs.closeSync(fd)
+      throw e
+    }
+  }
+
+  get metadata(): Record<string, string> {
+    return this.header.metadata
+  }
+
+  get names(): ReadonlyArray<string> {
+    return [...this.header.entries.keys()]
+  }
+
+  entry(name: string): TensorEntry | undefined {
+    return this.header.entries.get(name)
+  }
+
+  /** Reads one tensor as float32 (into `into` when given: it must hold exactly its elements). */
+  read(name: string, into?: Float32Array): HostTensor {
+    const fd = this.fd
+    if (fd === undefined) throw new SafetensorsError(`${this.file}: read after close`)
+    const e = this.header.entries.get(name)
+    if (e === undefined) throw new SafetensorsError(`${this.file}: no tensor ${name}`)
+    if (!isFloat(e.dtype))
+      fail(this.file, `tensor ${name}: dtype ${e.dtype} is valid but not supported (F32, F16, BF16)`)
+    const count = e.shape.reduce((a, b) => a * b, 1)
+    const out = into ?? new Float32Array(count)
+    if (out.length !== count)
+      throw new SafetensorsError(
+        `${this.file}: tensor ${name} holds ${count} values, the destination ${out.length}`,
+      )
+    if (e.dtype === "F32") {
+      readFully(fd, new Uint8Array(out.buffer, out.byteOffset, count * 4), e.begin, this.file)
+      return { shape: e.shape, data: out }
+    }
+    scratch ??= new Uint8Array(CHUNK)
+    for (let pos = e.begin, at = 0; pos < e.end; ) {
+      const n = Math.min(CHUNK, e.end - pos)
+      const chunk = scratch.subarray(0, n)
+      readFully(fd, chunk, pos, this.file)
+      convertInto(chunk, e.dtype as "F16" | "BF16", out, at)
+      pos += n
+      at += n >> 1
+    }
+    return { shape: e.shape, data: out }
+  }
+
+  close(): void {
+    if (this.fd !== undefined) fs.closeSync(this.fd)
+    this.fd = undefined
+  }
+}
+
+/** Fills `buf` from `position`; a short file is an error naming it. */
+const readFully = (fd: number, buf: Uint8Array, position: number, file: string) => {
+  let done = 0
+  while (done < buf.length) {
+    // One read returns at most about 2 GiB.
+    const n = fs.readSync(fd, buf, done, Math.min(buf.length - done, 1 << 30), position + done)
+    if (n === 0)
+      fail(
+        file,
+        `file ended at byte ${position + done} while reading bytes ${position}..${position + buf.length}`,
+      )
+    done += n
+  }
+}
+
+/** Reads the header only: names, dtypes, shapes and offsets, no tensor data. */
+export const readSafetensorsHeader = (file: string): SafetensorsHeader => {
+  const r = SafetensorsReader.open(file)
+  r.close()
+  return r.header
+}
+
+/** Reads a safetensors file (a path or its bytes); every tensor comes back as float32. */
+export const readSafetensors = (source: string | Uint8Array): SafetensorsFile => {
+  if (typeof source === "string") {
+    const r = SafetensorsReader.open(source)
+    try {
+      const tensors = new Map<string, HostTensor>()
+      const dtypes = new Map<string, SafetensorsDtype>()
+      for (const [name, e] of r.header.entries) {
+        tensors.set(name, r.read(name))
+        dtypes.set(name, e.dtype as SafetensorsDtype)
+      }
+      return { tensors, metadata: r.metadata, dtypes }
+    } finally {
+      r.close()
+    }
+  }
+  const where = "safetensors"
+  const bytes = source
+  const headerLength = headerLengthOf(bytes, bytes.length, where)
+  const header = parseHeader(bytes.subarray(8, 8 + headerLength), bytes.length, where)
+  const tensors = new Map<string, HostTensor>()
+  const dtypes = new Map<string, SafetensorsDtype>()
+  for (const [name, e] of header.entries) {
+    if (!isFloat(e.dtype))
+      fail(where, `tensor ${name}: dtype ${e.dtype} is valid but not supported (F32, F16, BF16)`)
+    const raw = bytes.subarray(e.begin, e.end)
+    const out = new Float32Array(raw.length / DTYPE_SIZE[e.dtype]!)
+    if (e.dtype === "F32") new Uint8Array(out.buffer).set(raw)
+    else convertInto(raw, e.dtype as "F16" | "BF16", out, 0)
+    tensors.set(name, { shape: e.shape, data: out })
+    dtypes.set(name, e.dtype as SafetensorsDtype)
+  }
+  return { tensors, metadata: header.metadata, dtypes }
 }
 
 export const halfToFloat = (h: number): number => {
@@ -219,17 +392,12 @@ export const floatToBf16 = (x: number): number => {
   return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff
 }
 
-/**
- * Writes tensors in safetensors layout: keys sorted, data in name order, the
- * header padded with spaces to 8 bytes as the reference writer does, so the
- * same tensors always give the same bytes.
- */
-export const writeSafetensors = (
-  tensors: ReadonlyMap<string, HostTensor> | Record<string, HostTensor>,
-  metadata: Record<string, string> = {},
-  dtype: SafetensorsDtype = "F32",
-): Uint8Array => {
-  const map = tensors instanceof Map ? tensors : new Map(Object.entries(tensors))
+/** The header bytes (padded with spaces to 8 bytes) and the data length, for tensors in name order. */
+const layout = (
+  map: ReadonlyMap<string, HostTensor>,
+  metadata: Record<string, string>,
+  dtype: SafetensorsDtype,
+): { names: string[]; json: Buffer; dataLength: number } => {
   const names = [...map.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
   const size = DTYPE_SIZE[dtype] as number
   const header: Record<string, unknown> = {}
@@ -249,23 +417,83 @@ export const writeSafetensors = (
   let json = Buffer.from(JSON.stringify(header), "utf-8")
   const pad = (8 - (json.length % 8)) % 8
   if (pad > 0) json = Buffer.concat([json, Buffer.alloc(pad, 0x20)])
-  const out = new Uint8Array(8 + json.length + offset)
-  const view = new DataView(out.buffer)
-  view.setBigUint64(0, BigInt(json.length), true)
+  return { names, json, dataLength: offset }
+}
+
+/** Encodes float32 values as `dtype` into `out` (little-endian), which holds exactly their bytes. */
+const encodeInto = (data: Float32Array, dtype: SafetensorsDtype, out: Uint8Array) => {
+  if (dtype === "F32") {
+    out.set(new Uint8Array(data.buffer, data.byteOffset, data.length * 4))
+    return
+  }
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength)
+  const encode = dtype === "F16" ? floatToHalf : floatToBf16
+  for (let i = 0; i < data.length; i++) view.setUint16(i * 2, encode(data[i] as number), true)
+}
+
+const asMap = (tensors: ReadonlyMap<string, HostTensor> | Record<string, HostTensor>) =>
+  tensors instanceof Map ? tensors : new Map(Object.entries(tensors))
+
+/**
+ * Writes tensors in safetensors layout: keys sorted, data in name order, the
+ * header padded with spaces to 8 bytes as the reference writer does, so the
+ * same tensors always give the same bytes.
+ */
+export const writeSafetensors = (
+  tensors: ReadonlyMap<string, HostTensor> | Record<string, HostTensor>,
+  metadata: Record<string, string> = {},
+  dtype: SafetensorsDtype = "F32",
+): Uint8Array => {
+  const map = asMap(tensors)
+  const { names, json, dataLength } = layout(map, metadata, dtype)
+  const out = new Uint8Array(8 + json.length + dataLength)
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true)
   out.set(json, 8)
   let at = 8 + json.length
   for (const name of names) {
     const data = (map.get(name) as HostTensor).data
-    if (dtype === "F32") {
-      // The header is padded to 8 bytes, so float32 data is aligned.
-      new Float32Array(out.buffer, at, data.length).set(data)
-      at += data.length * 4
-      continue
-    }
-    for (let i = 0; i < data.length; i++, at += size) {
-      const x = data[i] as number
-      view.setUint16(at, dtype === "F16" ? floatToHalf(x) : floatToBf16(x), true)
-    }
+    const bytes = data.length * (DTYPE_SIZE[dtype] as number)
+    encodeInto(data, dtype, out.subarray(at, at + bytes))
+    at += bytes
   }
   return out
+}
+
+/**
+ * The same bytes as writeSafetensors, written to `file` one tensor at a time
+ * (through a 4 MiB buffer), so a large model is never encoded whole in memory.
+ */
+export const writeSafetensorsFile = (
+  file: string,
+  tensors: ReadonlyMap<string, HostTensor> | Record<string, HostTensor>,
+  metadata: Record<string, string> = {},
+  dtype: SafetensorsDtype = "F32",
+): void => {
+  const map = asMap(tensors)
+  const { names, json } = layout(map, metadata, dtype)
+  const size = DTYPE_SIZE[dtype] as number
+  const fd = fs.openSync(file, "w")
+  try {
+    const first = new Uint8Array(8)
+    new DataView(first.buffer).setBigUint64(0, BigInt(json.length), true)
+    writeFully(fd, first)
+    writeFully(fd, json)
+    const buf = new Uint8Array(CHUNK)
+    const per = CHUNK / 4
+    for (const name of names) {
+      const data = (map.get(name) as HostTensor).data
+      for (let i = 0; i < data.length; i += per) {
+        const part = data.subarray(i, Math.min(data.length, i + per))
+        const out = buf.subarray(0, part.length * size)
+        encodeInto(part, dtype, out)
+        writeFully(fd, out)
+      }
+    }
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+const writeFully = (fd: number, buf: Uint8Array) => {
+  for (let done = 0; done < buf.length; ) done += fs.writeSync(fd, buf, done, buf.length - done)
 }

@@ -38,6 +38,34 @@ export interface TrainContext {
 }
 
 /**
+ * The base's name, as an adapter's base_model_name_or_path (and a full
+ * fine-tune's training.json) records it: the repo id of an hf() source, the
+ * path of a source as the pipeline wrote it, the name a tunegraph-trained
+ * model recorded of its own base; never a path inside the store or scratch.
+ */
+export const baseNameOf = (base: Artifact): string => {
+  const meta = (typeof base.meta === "object" && base.meta !== null ? base.meta : {}) as {
+    hf?: { repo?: unknown }
+    pattern?: unknown
+    root?: unknown
+  }
+  if (typeof meta.hf?.repo === "string") return meta.hf.repo
+  if (typeof meta.pattern === "string" && typeof meta.root === "string") return meta.pattern
+  const recorded = (file: string, key: string): string | undefined => {
+    try {
+      const v = (JSON.parse(fs.readFileSync(path.join(base.path, file), "utf8")) as Record<string, unknown>)[
+        key
+      ]
+      return typeof v === "string" && v !== "" ? v : undefined
+    } catch {
+      return undefined
+    }
+  }
+  if (!base.isDir) return ""
+  return recorded("training.json", "baseName") ?? recorded("config.json", "_name_or_path") ?? ""
+}
+
+/**
  * A base as the torch worker loads it: a Hugging Face directory as it is, a
  * llama2.c checkpoint converted to one (plugins/train/Llama2c.ts) in scratch.
  */
@@ -61,6 +89,7 @@ const runTorch = async (
   const { runTorchJob } = await import("./torch/Worker.ts")
   const p = ctx.params
   const baseDir = await hfBaseDir(ctx.inputs.base.path, ctx.scratch)
+  const baseName = baseNameOf(ctx.inputs.base)
   const jobKey = createHash("sha256")
     .update(
       canonicalJson({
@@ -81,7 +110,7 @@ const runTorch = async (
     {
       kind,
       base: baseDir,
-      baseName: path.basename(ctx.inputs.base.path),
+      baseName,
       train: ctx.inputs.train.path,
       ...(ctx.inputs.validation ? { validation: ctx.inputs.validation.path } : {}),
       ...(ctx.inputs.init === undefined
@@ -106,6 +135,7 @@ const runTorch = async (
   // The same record the tfjs trainer writes: no timings and no paths.
   const record = {
     backend: backend.name,
+    baseName,
     bestStep: r.bestStep,
     bestValLoss: r.bestValLoss,
     finalTrainLoss: r.finalTrainLoss,
@@ -175,7 +205,7 @@ const trainWith = async (
     {
       kind,
       base: base.path,
-      baseName: path.basename(base.path),
+      baseName: baseNameOf(base),
       train: ctx.inputs.train.path,
       ...(ctx.inputs.validation ? { validation: ctx.inputs.validation.path } : {}),
       ...(ctx.inputs.init === undefined ? {} : { init: ctx.inputs.init.path }),

@@ -402,12 +402,18 @@ export const train = async (job: TrainJob, hooks: TrainHooks): Promise<TrainResu
   }
   fs.mkdirSync(job.output, { recursive: true })
   if (job.kind === "full")
-    saveHfModel(job.output, { config: host.config, weights: model.toHost(), tokenizer: host.tokenizer })
+    saveHfModel(job.output, {
+      config: host.config,
+      weights: model.toHost(),
+      tokenizer: host.tokenizer,
+      dtype: host.dtype,
+    })
   else
     writeAdapter(job.output, { spec: spec as LoraSpec, pairs: model.loraToHost(), baseModel: job.baseName })
   // No timings and no paths: the same inputs, seed and backend give the same bytes.
   const record = {
     backend,
+    baseName: job.baseName,
     bestStep: state.bestStep,
     bestValLoss: state.bestValLoss,
     finalTrainLoss: state.lastTrainLoss,
