@@ -13,11 +13,12 @@ import * as path from "node:path"
 import { Cause, Deferred, Effect, Exit, Fiber, Schema, Semaphore } from "effect"
 import { type ExecutionRecord, removeTree, type Store, type StoredObject } from "../cache/Store.ts"
 import type { Artifact, ArtifactKind, InputSpec, Ref } from "./Artifact.ts"
+import type { ChunkCache } from "./Chunks.ts"
 import { type Override, prepareAll } from "./Params.ts"
 import { dependencies, type Node, type Pipeline, type StepNode, topoOrder } from "./Pipeline.ts"
 import type { Annotations, Failure } from "./Plugin.ts"
 import { fileDigest, resolveSource } from "./Sources.ts"
-import { type KeyIngredients, stepKey } from "./StepKey.ts"
+import { chunkRecipe, type KeyIngredients, stepKey } from "./StepKey.ts"
 
 export type StepStatus = "cached" | "ran" | "failed" | "skipped"
 
@@ -509,6 +510,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             },
             workDir,
             sinks: options.sinks !== false,
+            chunks: chunkCacheFor(node, common.ingredients as KeyIngredients, scratch),
           }
           const exit = yield* node.plugin.run(ctx as never).pipe(
             Effect.onInterrupt(() => Effect.sync(() => abort.abort())),
@@ -599,6 +601,21 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             { ok: true, outputs: outs },
           )
         })
+
+      // Chunks commit as they finish, so a step killed half-way leaves them for the next run.
+      const chunkCacheFor = (node: StepNode, ingredients: KeyIngredients, scratch: string): ChunkCache => {
+        let n = 0
+        return {
+          recipe: (chunked) => chunkRecipe(ingredients, chunked),
+          get: (k) => store.chunkLookup(k, runId, node.name),
+          put: (k, dir) => store.chunkCommit(k, dir, node.plugin.name, runId, node.name),
+          scratch: () => {
+            const d = path.join(scratch, `chunk-${n++}`)
+            fs.mkdirSync(d, { recursive: true })
+            return d
+          },
+        }
+      }
 
       const commitOutputs = (node: StepNode, outDir: string, meta: unknown) => {
         const result: Record<string, { object: StoredObject; kind: string; meta: unknown }> = {}
