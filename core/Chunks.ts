@@ -31,6 +31,8 @@
  */
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 
 export interface ChunkSizes {
   readonly target: number
@@ -250,5 +252,36 @@ export const noChunkCache = (scratchRoot: string): ChunkCache => {
       fs.mkdirSync(d, { recursive: true })
       return d
     },
+  }
+}
+
+/** Runs `f` with `cache`, or without one with a private temporary directory removed afterwards. */
+export const withChunkCache = async <A>(
+  cache: ChunkCache | undefined,
+  f: (cache: ChunkCache) => Promise<A>,
+): Promise<A> => {
+  if (cache !== undefined) return f(cache)
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tunegraph-chunks-"))
+  try {
+    return await f(noChunkCache(dir))
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+const COPY = 4 * 1024 * 1024
+
+/** Appends a file's bytes to an open file, a block at a time (a chunk's part onto the step's output). */
+export const appendFile = (fd: number, file: string, buf: Buffer = Buffer.allocUnsafe(COPY)) => {
+  const src = fs.openSync(file, "r")
+  try {
+    for (;;) {
+      const n = fs.readSync(src, buf, 0, buf.length, null)
+      if (n === 0) return
+      let off = 0
+      while (off < n) off += fs.writeSync(fd, buf, off, n - off)
+    }
+  } finally {
+    fs.closeSync(src)
   }
 }

@@ -9,6 +9,7 @@ import * as zlib from "node:zlib"
 import { Effect } from "effect"
 import type { Artifact } from "../../core/Artifact.ts"
 import {
+  appendFile,
   type ChunkCache,
   chunkKey,
   chunkSizes,
@@ -271,23 +272,6 @@ async function* unitsOf(
     return
   }
   yield { index: 0, firstLine: 0, offset: 0, size: f.size, digest: f.digest ?? hashFileSync(f.abs).digest }
-}
-
-const COPY = 4 * 1024 * 1024
-
-/** Appends a file's bytes to an open file, a block at a time. */
-export const appendFile = (fd: number, file: string, buf: Buffer = Buffer.allocUnsafe(COPY)) => {
-  const src = fs.openSync(file, "r")
-  try {
-    for (;;) {
-      const n = fs.readSync(src, buf, 0, buf.length, null)
-      if (n === 0) return
-      let off = 0
-      while (off < n) off += fs.writeSync(fd, buf, off, n - off)
-    }
-  } finally {
-    fs.closeSync(src)
-  }
 }
 
 /**
