@@ -199,11 +199,11 @@ export const chainState = (previous: string, chunkDigest: string): string =>
 export interface ChunkCache {
   /** The step's recipe: its key without the digests of the `chunked` inputs (the rest still count). */
   readonly recipe: (chunked: ReadonlyArray<string>) => string
-  /** The stored result of a chunk (a read-only directory), or undefined. Records that this run used it. */
+  /** The stored result of a chunk (a read-only file of parts), or undefined. Records that this run used it. */
   readonly get: (key: string) => string | undefined
-  /** Commits a finished chunk result (a directory the step wrote) and returns its stored path. */
-  readonly put: (key: string, dir: string) => string
-  /** A fresh directory to write one chunk's result into. */
+  /** Commits a finished chunk result (a file the step wrote, see packParts) and returns its stored path. */
+  readonly put: (key: string, file: string) => string
+  /** A fresh directory to write one chunk's parts into. */
   readonly scratch: () => string
 }
 
@@ -243,14 +243,17 @@ export class ReuseCounter {
  */
 export const noChunkCache = (scratchRoot: string): ChunkCache => {
   let n = 0
+  let last: string | undefined
   return {
     recipe: () => "none",
     get: () => undefined,
-    put: (_key, dir) => dir,
+    put: (_key, file) => file,
+    // Nothing is kept: a chunk's result is read before the next chunk asks for a directory.
     scratch: () => {
-      const d = `${scratchRoot}/chunk-${n++}`
-      fs.mkdirSync(d, { recursive: true })
-      return d
+      if (last !== undefined) fs.rmSync(last, { recursive: true, force: true })
+      last = path.join(scratchRoot, `chunk-${n++}`)
+      fs.mkdirSync(last, { recursive: true })
+      return last
     },
   }
 }
@@ -280,6 +283,127 @@ export const appendFile = (fd: number, file: string, buf: Buffer = Buffer.allocU
       if (n === 0) return
       let off = 0
       while (off < n) off += fs.writeSync(fd, buf, off, n - off)
+    }
+  } finally {
+    fs.closeSync(src)
+  }
+}
+
+// ---------------------------------------------------------------- chunk result files
+
+const MAGIC = "tunegraph-chunk/1\n"
+
+export type PartSource = string | Uint8Array | { readonly file: string }
+
+/**
+ * Writes one chunk result: a header line naming each part and its length,
+ * then the parts' bytes in order. One file per chunk keeps a commit to one
+ * fsync (a directory of parts costs one per file).
+ */
+export const packParts = (dest: string, parts: ReadonlyArray<readonly [string, PartSource]>): string => {
+  const bytes = parts.map(([name, src]): [string, Uint8Array | string, number] => {
+    if (typeof src === "string") {
+      const b = Buffer.from(src)
+      return [name, b, b.length]
+    }
+    if (src instanceof Uint8Array) return [name, src, src.byteLength]
+    return [name, src.file, fs.statSync(src.file).size]
+  })
+  const header = `${MAGIC}${JSON.stringify(bytes.map(([n, , len]) => [n, len]))}\n`
+  const fd = fs.openSync(dest, "w")
+  try {
+    const h = Buffer.from(header)
+    fs.writeSync(fd, h, 0, h.length)
+    for (const [, b] of bytes) {
+      if (typeof b === "string") appendFile(fd, b)
+      else {
+        let off = 0
+        while (off < b.byteLength) off += fs.writeSync(fd, b, off, b.byteLength - off)
+      }
+    }
+  } finally {
+    fs.closeSync(fd)
+  }
+  return dest
+}
+
+/** A typed array's bytes, for packParts. */
+export const bytesOf = (a: Uint32Array | Int32Array): Uint8Array =>
+  new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
+
+export interface Parts {
+  readonly file: string
+  readonly index: ReadonlyMap<string, { readonly offset: number; readonly length: number }>
+}
+
+/** The parts of a chunk result file (reads only its header). */
+export const openParts = (file: string): Parts => {
+  const fd = fs.openSync(file, "r")
+  try {
+    const head = Buffer.allocUnsafe(64 * 1024)
+    const n = fs.readSync(fd, head, 0, head.length, 0)
+    const text = head.toString("latin1", 0, n)
+    const second = text.indexOf("\n", MAGIC.length)
+    if (!text.startsWith(MAGIC) || second < 0) throw new Error(`${file}: not a tunegraph chunk result`)
+    const list = JSON.parse(text.slice(MAGIC.length, second)) as Array<[string, number]>
+    const index = new Map<string, { offset: number; length: number }>()
+    let offset = second + 1
+    for (const [name, length] of list) {
+      index.set(name, { offset, length })
+      offset += length
+    }
+    return { file, index }
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+const partOf = (p: Parts, name: string) => {
+  const at = p.index.get(name)
+  if (at === undefined) throw new Error(`${p.file}: no part "${name}"`)
+  return at
+}
+
+/** One part's bytes (an aligned copy, so typed arrays can view it). */
+export const readPart = (p: Parts, name: string): Buffer => {
+  const at = partOf(p, name)
+  const buf = Buffer.alloc(at.length)
+  const fd = fs.openSync(p.file, "r")
+  try {
+    let off = 0
+    while (off < at.length) {
+      const n = fs.readSync(fd, buf, off, at.length - off, at.offset + off)
+      if (n === 0) throw new Error(`${p.file}: part "${name}" is cut short`)
+      off += n
+    }
+  } finally {
+    fs.closeSync(fd)
+  }
+  return buf
+}
+
+export const readPartText = (p: Parts, name: string): string => readPart(p, name).toString("utf8")
+export const readPartU32 = (p: Parts, name: string): Uint32Array => {
+  const b = readPart(p, name)
+  return new Uint32Array(b.buffer, b.byteOffset, b.byteLength / 4)
+}
+export const readPartI32 = (p: Parts, name: string): Int32Array => {
+  const b = readPart(p, name)
+  return new Int32Array(b.buffer, b.byteOffset, b.byteLength / 4)
+}
+
+/** Appends one part to an open file, a block at a time (a chunk's records onto the step's output). */
+export const copyPart = (fd: number, p: Parts, name: string, buf: Buffer = Buffer.allocUnsafe(COPY)) => {
+  const at = partOf(p, name)
+  const src = fs.openSync(p.file, "r")
+  try {
+    let done = 0
+    while (done < at.length) {
+      const n = fs.readSync(src, buf, 0, Math.min(buf.length, at.length - done), at.offset + done)
+      if (n === 0) throw new Error(`${p.file}: part "${name}" is cut short`)
+      let off = 0
+      while (off < n) off += fs.writeSync(fd, buf, off, n - off)
+      done += n
     }
   } finally {
     fs.closeSync(src)

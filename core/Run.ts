@@ -605,12 +605,19 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
       // Chunks commit as they finish, so a step killed half-way leaves them for the next run.
       const chunkCacheFor = (node: StepNode, ingredients: KeyIngredients, scratch: string): ChunkCache => {
         let n = 0
+        const chunkRoot = path.join(scratch, ".chunks")
         return {
           recipe: (chunked) => chunkRecipe(ingredients, chunked),
           get: (k) => store.chunkLookup(k, runId, node.name),
-          put: (k, dir) => store.chunkCommit(k, dir, node.plugin.name, runId, node.name),
+          put: (k, file) => {
+            const stored = store.chunkCommit(k, file, node.plugin.name, runId, node.name)
+            // what the step wrote beside it (a part's own file) is not needed any more
+            const dir = path.dirname(file)
+            if (path.dirname(dir) === chunkRoot) removeTree(dir)
+            return stored
+          },
           scratch: () => {
-            const d = path.join(scratch, `chunk-${n++}`)
+            const d = path.join(chunkRoot, `chunk-${n++}`)
             fs.mkdirSync(d, { recursive: true })
             return d
           },

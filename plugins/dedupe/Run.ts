@@ -9,6 +9,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { Effect } from "effect"
 import {
+  bytesOf,
   type Chunk,
   type ChunkCache,
   chainState,
@@ -16,7 +17,11 @@ import {
   chunkSizes,
   chunksOf,
   describeReuse,
+  openParts,
+  packParts,
   ReuseCounter,
+  readPartText,
+  readPartU32,
   withChunkCache,
 } from "../../core/Chunks.ts"
 import { type Failure, StepError } from "../../core/Plugin.ts"
@@ -118,14 +123,30 @@ const strideOf = (o: DedupeOptions): number => HEAD + 4 + (o.near ? o.bands + SK
  * fingerprint, and for near duplicates the shingles' LSH band keys and
  * sketch. Kept under the chunk's digest alone.
  */
-const signChunk = (chunk: Chunk, o: DedupeOptions): { kind: RecordKind | null; rows: Uint32Array } => {
-  const fingerprinter = new Fingerprinter(o.on, o.caseFold)
-  const mh = o.near
+interface Signer {
+  readonly fingerprinter: Fingerprinter
+  readonly mh: MinHasher | undefined
+  readonly lsh: Lsh
+  readonly sig: Uint32Array
+  readonly keys: Uint32Array
+}
+
+const signerFor = (o: DedupeOptions): Signer => ({
+  fingerprinter: new Fingerprinter(o.on, o.caseFold),
+  mh: o.near
     ? new MinHasher({ permutations: o.permutations, ngram: o.ngram, seed: o.seed, scope: o.on })
-    : undefined
-  const lsh = new Lsh(o.bands, o.rows)
-  const sig = new Uint32Array(o.permutations)
-  const keys = new Uint32Array(o.bands)
+    : undefined,
+  lsh: new Lsh(o.bands, o.rows),
+  sig: new Uint32Array(o.permutations),
+  keys: new Uint32Array(o.bands),
+})
+
+const signChunk = (
+  chunk: Chunk,
+  o: DedupeOptions,
+  signer: Signer,
+): { kind: RecordKind | null; rows: Uint32Array } => {
+  const { fingerprinter, mh, lsh, sig, keys } = signer
   const stride = strideOf(o)
   const buf = chunk.bytes
   let rows = new Uint32Array(stride * 1024)
@@ -167,15 +188,6 @@ const signChunk = (chunk: Chunk, o: DedupeOptions): { kind: RecordKind | null; r
 const KEPT = 0
 const EXACT = 1
 const NEAR = 2
-
-const writeU32 = (file: string, a: Uint32Array | Int32Array) =>
-  fs.writeFileSync(file, new Uint8Array(a.buffer, a.byteOffset, a.byteLength))
-const readU32 = (file: string): Uint32Array => {
-  const b = fs.readFileSync(file)
-  const copy = new Uint8Array(b.byteLength)
-  copy.set(b)
-  return new Uint32Array(copy.buffer, 0, b.byteLength / 4)
-}
 
 /**
  * Dedupes a Records file chunk by chunk (core/Chunks.ts), keeping each
@@ -347,26 +359,27 @@ export const dedupeFile = async (
     await withChunkCache(cache, async (chunks) => {
       const recipe = chunks.recipe(["records"])
       let chain = recipe
+      let signer: Signer | undefined
       for await (const chunk of chunksOf(input, chunkSizes(), signal)) {
         const signKey = chunkKey(recipe, chunk.digest, "signatures")
-        let signDir = chunks.get(signKey)
+        const signed = chunks.get(signKey)
         let rows: Uint32Array
         let kind: RecordKind | null
-        if (signDir !== undefined) {
-          rows = readU32(path.join(signDir, "signatures.u32"))
-          kind = (
-            JSON.parse(fs.readFileSync(path.join(signDir, "summary.json"), "utf8")) as {
-              kind: RecordKind | null
-            }
-          ).kind
+        if (signed !== undefined) {
+          const p = openParts(signed)
+          rows = readPartU32(p, "signatures")
+          kind = (JSON.parse(readPartText(p, "summary")) as { kind: RecordKind | null }).kind
         } else {
-          const signed = signChunk(chunk, o)
-          rows = signed.rows
-          kind = signed.kind
-          const fresh = chunks.scratch()
-          writeU32(path.join(fresh, "signatures.u32"), rows)
-          fs.writeFileSync(path.join(fresh, "summary.json"), `${JSON.stringify({ kind })}\n`)
-          signDir = chunks.put(signKey, fresh)
+          const fresh = signChunk(chunk, o, (signer ??= signerFor(o)))
+          rows = fresh.rows
+          kind = fresh.kind
+          chunks.put(
+            signKey,
+            packParts(path.join(chunks.scratch(), "chunk"), [
+              ["summary", JSON.stringify({ kind })],
+              ["signatures", bytesOf(rows)],
+            ]),
+          )
         }
         if (recordKind === undefined && kind !== null) recordKind = kind
         const decideKey = chunkKey(recipe, chunk.digest, `decisions after ${chain}`)
@@ -374,17 +387,19 @@ export const dedupeFile = async (
         const known = chunks.get(decideKey)
         if (known !== undefined) {
           reuse.hit()
-          const v = JSON.parse(fs.readFileSync(path.join(known, "summary.json"), "utf8")) as {
-            verified: number
-          }
-          replay(chunk, rows, readU32(path.join(known, "decisions.u32")), v.verified)
+          const p = openParts(known)
+          const v = JSON.parse(readPartText(p, "summary")) as { verified: number }
+          replay(chunk, rows, readPartU32(p, "decisions"), v.verified)
         } else {
           reuse.miss()
           const d = decide(chunk, rows)
-          const fresh = chunks.scratch()
-          writeU32(path.join(fresh, "decisions.u32"), d.decisions)
-          fs.writeFileSync(path.join(fresh, "summary.json"), `${JSON.stringify({ verified: d.verified })}\n`)
-          chunks.put(decideKey, fresh)
+          chunks.put(
+            decideKey,
+            packParts(path.join(chunks.scratch(), "chunk"), [
+              ["summary", JSON.stringify({ verified: d.verified })],
+              ["decisions", bytesOf(d.decisions)],
+            ]),
+          )
         }
         progress(chunk.offset + chunk.bytes.length, total)
       }

@@ -9,14 +9,17 @@ import * as zlib from "node:zlib"
 import { Effect } from "effect"
 import type { Artifact } from "../../core/Artifact.ts"
 import {
-  appendFile,
   type ChunkCache,
   chunkKey,
   chunkSizes,
   chunksOf,
+  copyPart,
   describeReuse,
   noChunkCache,
+  openParts,
+  packParts,
   ReuseCounter,
+  readPartText,
 } from "../../core/Chunks.ts"
 import { hashFileSync } from "../../core/Hash.ts"
 import { type Failure, StepError } from "../../core/Plugin.ts"
@@ -306,6 +309,7 @@ export const ingestFiles = async (
   const total = files.reduce((n, f) => n + f.size, 0)
   let before = 0
   const out = fs.openSync(output, "w")
+  const copyBuf = Buffer.allocUnsafe(4 * 1024 * 1024)
   try {
     for (const f of files) {
       const detected = detect(f.abs, options.format)
@@ -335,22 +339,21 @@ export const ingestFiles = async (
         else {
           reuse.miss()
           const fresh = chunks.scratch()
-          const s = await parseUnit(
-            f,
-            detected,
-            unit,
-            kind,
-            path.join(fresh, "records.jsonl"),
-            options,
-            scratch,
-            signal,
-            (done) => progress(before + unit.offset + done, total, f.path),
+          const records = path.join(fresh, "records.jsonl")
+          const s = await parseUnit(f, detected, unit, kind, records, options, scratch, signal, (done) =>
+            progress(before + unit.offset + done, total, f.path),
           )
-          fs.writeFileSync(path.join(fresh, "summary.json"), `${JSON.stringify(s)}\n`)
-          dir = chunks.put(key, fresh)
+          dir = chunks.put(
+            key,
+            packParts(path.join(fresh, "chunk"), [
+              ["summary", JSON.stringify(s)],
+              ["records", { file: records }],
+            ]),
+          )
         }
-        const s = JSON.parse(fs.readFileSync(path.join(dir, "summary.json"), "utf8")) as UnitSummary
-        appendFile(out, path.join(dir, "records.jsonl"))
+        const parts = openParts(dir)
+        const s = JSON.parse(readPartText(parts, "summary")) as UnitSummary
+        copyPart(out, parts, "records", copyBuf)
         kind = s.kind ?? kind
         count += s.records
         summary.records += s.records

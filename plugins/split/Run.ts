@@ -23,14 +23,20 @@ import * as path from "node:path"
 import { Effect } from "effect"
 import { canonicalJson } from "../../core/Canonical.ts"
 import {
-  appendFile,
+  bytesOf,
   type Chunk,
   type ChunkCache,
   chunkKey,
   chunkSizes,
   chunksOf,
+  copyPart,
   describeReuse,
+  openParts,
+  type Parts,
+  packParts,
   ReuseCounter,
+  readPartText,
+  readPartU32,
   withChunkCache,
 } from "../../core/Chunks.ts"
 import { type Failure, StepError } from "../../core/Plugin.ts"
@@ -126,15 +132,24 @@ interface ChunkResult {
 const SPLIT_INDEX: Record<SplitName, number> = { train: 0, validation: 1, test: 2 }
 
 /** Assigns one chunk's records: writes the three parts under `dir` and returns what the merge needs. */
-const splitChunk = (chunk: Chunk, dir: string, o: SplitParams): ChunkResult => {
+interface Printers {
+  readonly content: Fingerprinter
+  readonly leakPrint: Fingerprinter
+}
+
+const printersFor = (o: SplitParams): Printers => {
+  const content = new Fingerprinter("example", false)
+  return { content, leakPrint: o.leakOn === "example" ? content : new Fingerprinter("prompt", false) }
+}
+
+const splitChunk = (chunk: Chunk, dir: string, o: SplitParams, printers: Printers): ChunkResult => {
   const ratios: Ratios = o.ratios
   const writers = {
     train: new RecordWriter(path.join(dir, "train.jsonl")),
     validation: new RecordWriter(path.join(dir, "validation.jsonl")),
     test: new RecordWriter(path.join(dir, "test.jsonl")),
   }
-  const content = new Fingerprinter("example", false)
-  const leakPrint = o.leakOn === "example" ? content : new Fingerprinter("prompt", false)
+  const { content, leakPrint } = printers
   const key = new Uint32Array(4)
   const leakKey = new Uint32Array(4)
   const groupPath = o.groupBy?.split(".")
@@ -206,24 +221,17 @@ const splitChunk = (chunk: Chunk, dir: string, o: SplitParams): ChunkResult => {
   return { kind, records: Uint32Array.from(rows), strata: [...strata.values()] }
 }
 
-const writeChunk = (dir: string, r: ChunkResult) => {
-  fs.writeFileSync(
-    path.join(dir, "records.u32"),
-    new Uint8Array(r.records.buffer, r.records.byteOffset, r.records.byteLength),
-  )
-  fs.writeFileSync(path.join(dir, "summary.json"), `${JSON.stringify({ kind: r.kind, strata: r.strata })}\n`)
-}
+const packChunk = (dir: string, r: ChunkResult): string =>
+  packParts(path.join(dir, "chunk"), [
+    ["summary", JSON.stringify({ kind: r.kind, strata: r.strata })],
+    ["records", bytesOf(r.records)],
+    ...SPLITS.map((x) => [x, { file: path.join(dir, `${x}.jsonl`) }] as const),
+  ])
 
-const readChunk = (dir: string): ChunkResult => {
-  const b = fs.readFileSync(path.join(dir, "records.u32"))
-  const copy = new Uint8Array(b.byteLength)
-  copy.set(b)
-  const summary = JSON.parse(fs.readFileSync(path.join(dir, "summary.json"), "utf8")) as Omit<
-    ChunkResult,
-    "records"
-  >
-  return { ...summary, records: new Uint32Array(copy.buffer, 0, b.byteLength / 4) }
-}
+const readChunk = (parts: Parts): ChunkResult => ({
+  ...(JSON.parse(readPartText(parts, "summary")) as Omit<ChunkResult, "records">),
+  records: readPartU32(parts, "records"),
+})
 
 /** The bytes of line `rel` of a chunk (for a leak's preview). */
 const lineOf = (chunk: Chunk, rel: number): string => {
@@ -277,21 +285,19 @@ export const splitFile = async (
   try {
     await withChunkCache(cache, async (chunks) => {
       const recipe = chunks.recipe(["records"])
+      let printers: Printers | undefined
       for await (const chunk of chunksOf(input, chunkSizes(), signal)) {
         const k = chunkKey(recipe, chunk.digest)
-        let dir = chunks.get(k)
-        let r: ChunkResult
-        if (dir !== undefined) {
-          reuse.hit()
-          r = readChunk(dir)
-        } else {
+        let file = chunks.get(k)
+        if (file !== undefined) reuse.hit()
+        else {
           reuse.miss()
           const fresh = chunks.scratch()
-          r = splitChunk(chunk, fresh, o)
-          writeChunk(fresh, r)
-          dir = chunks.put(k, fresh)
+          file = chunks.put(k, packChunk(fresh, splitChunk(chunk, fresh, o, (printers ??= printersFor(o)))))
         }
-        for (const x of SPLITS) appendFile(fds[x], path.join(dir, `${x}.jsonl`), copyBuf)
+        const parts = openParts(file)
+        const r = readChunk(parts)
+        for (const x of SPLITS) copyPart(fds[x], parts, x, copyBuf)
         if (recordKind === undefined && r.kind !== null) recordKind = r.kind
         for (const [k2, value, c] of r.strata) {
           let st = strata.get(k2)

@@ -9,6 +9,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { Effect } from "effect"
 import {
+  bytesOf,
   type Chunk,
   type ChunkCache,
   type ChunkReuse,
@@ -16,7 +17,11 @@ import {
   chunkSizes,
   chunksOf,
   describeReuse,
+  openParts,
+  packParts,
   ReuseCounter,
+  readPartI32,
+  readPartU32,
 } from "../../core/Chunks.ts"
 import { type Failure, fromPromise, type OutputMeta, type StepContext, StepError } from "../../core/Plugin.ts"
 import { buildExample, type Example } from "./Example.ts"
@@ -124,26 +129,17 @@ interface StoredChunk {
 }
 const NO_REPLY = 0xffffffff
 
-const writeEncoded = (dir: string, c: StoredChunk) => {
-  for (const [name, a] of [
-    ["items.u32", c.items],
-    ["ids.u32", c.ids],
-    ["labels.i32", c.labels],
-  ] as const)
-    fs.writeFileSync(path.join(dir, name), new Uint8Array(a.buffer, a.byteOffset, a.byteLength))
-}
+const packEncoded = (file: string, c: StoredChunk): string =>
+  packParts(file, [
+    ["items", bytesOf(c.items)],
+    ["ids", bytesOf(c.ids)],
+    ["labels", bytesOf(c.labels)],
+  ])
 
-const readArray = <A>(file: string, make: (b: ArrayBuffer, n: number) => A): A => {
-  const b = fs.readFileSync(file)
-  const copy = new Uint8Array(b.byteLength)
-  copy.set(b)
-  return make(copy.buffer, b.byteLength / 4)
+const readEncoded = (file: string): StoredChunk => {
+  const p = openParts(file)
+  return { items: readPartU32(p, "items"), ids: readPartU32(p, "ids"), labels: readPartI32(p, "labels") }
 }
-const readEncoded = (dir: string): StoredChunk => ({
-  items: readArray(path.join(dir, "items.u32"), (b, n) => new Uint32Array(b, 0, n)),
-  ids: readArray(path.join(dir, "ids.u32"), (b, n) => new Uint32Array(b, 0, n)),
-  labels: readArray(path.join(dir, "labels.i32"), (b, n) => new Int32Array(b, 0, n)),
-})
 
 const BATCH_BYTES = 256 * 1024
 
@@ -375,11 +371,8 @@ export const tokenizeRecords = async (
           ids: Uint32Array.from(fresh.ids),
           labels: Int32Array.from(fresh.labels),
         }
-        if (cache !== undefined && key !== undefined) {
-          const dir = cache.scratch()
-          writeEncoded(dir, enc)
-          cache.put(key, dir)
-        }
+        if (cache !== undefined && key !== undefined)
+          cache.put(key, packEncoded(path.join(cache.scratch(), "chunk"), enc))
       }
       replay(chunk, enc)
       o.progress?.(
