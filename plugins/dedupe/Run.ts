@@ -370,7 +370,8 @@ export const dedupeFile = async (
           rows = readPartU32(p, "signatures")
           kind = (JSON.parse(readPartText(p, "summary")) as { kind: RecordKind | null }).kind
         } else {
-          const fresh = signChunk(chunk, o, (signer ??= signerFor(o)))
+          signer ??= signerFor(o)
+          const fresh = signChunk(chunk, o, signer)
           rows = fresh.rows
           kind = fresh.kind
           chunks.put(

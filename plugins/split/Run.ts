@@ -293,7 +293,8 @@ export const splitFile = async (
         else {
           reuse.miss()
           const fresh = chunks.scratch()
-          file = chunks.put(k, packChunk(fresh, splitChunk(chunk, fresh, o, (printers ??= printersFor(o)))))
+          printers ??= printersFor(o)
+          file = chunks.put(k, packChunk(fresh, splitChunk(chunk, fresh, o, printers)))
         }
         const parts = openParts(file)
         const r = readChunk(parts)
