@@ -140,6 +140,17 @@ describe.skipIf(!have)("incremental data steps", () => {
     const reuse = reuseOf(dir, second.run)
     atMost(reuse.ingest, 2)
     atMost(reuse.dedupe, 2)
+
+    // An edit near the start that copies a later record: the later one is now the duplicate, so
+    // dedupe decides again from the edited chunk on (its signatures are reused) and drops it.
+    const edited = [...lines, nearCopy(lines[10]!), lines[20]!]
+    edited[5] = lines[250]!
+    writeRecords(dir, edited)
+    const third = run(dir)
+    expect(report(third).duplicates.exact).toBe(before.duplicates.exact + 2)
+    expect(outputsOf(third)).toEqual(fromScratch(edited))
+    const r3 = reuseOf(dir, third.run)
+    expect(r3.dedupe!.computed).toBeGreaterThan(r3.dedupe!.chunks / 2)
   })
 
   it("kill -9 in the middle of a chunked step: the store verifies, and the next run reuses the finished chunks", async () => {
