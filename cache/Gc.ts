@@ -8,7 +8,10 @@
  * its whole history. Rows go first, in one transaction; objects after, so a
  * crash in between leaves only unreferenced objects, which the next gc
  * removes. Objects with no row, dead processes' tmp/ entries and checkpoints
- * no kept step can resume from go too.
+ * no kept step can resume from go too. Chunk entries of chunked data steps
+ * (core/Chunks.ts) stay when a kept run used them (or a kept execution's
+ * run and node did: a cached step keeps the chunks its producer used), and
+ * their objects with them; the rest go like any other artifact.
  *
  * A concurrent run is respected: while one is in progress every cache entry
  * stays (it may be reusing any of them), leased keys keep their outputs and
@@ -41,6 +44,8 @@ export interface GcReport {
     readonly runs: number
     readonly executions: number
     readonly cacheEntries: number
+    /** Chunk results of chunked data steps that no kept run used (core/Chunks.ts). */
+    readonly chunkEntries: number
     readonly artifacts: number
     readonly garbageObjects: number
     readonly tmp: number
@@ -99,7 +104,13 @@ export const collectGarbage = (store: Store, options: GcOptions): GcReport => {
     inProgress: string[]
     leasedKeys: Set<string>
     resumableKeys: Set<string>
-    deleted: { runs: number; executions: number; cacheEntries: number; artifacts: number }
+    deleted: {
+      runs: number
+      executions: number
+      cacheEntries: number
+      artifacts: number
+      chunkEntries: number
+    }
     doomed: Array<{ digest: string; size: number }>
   }
   const mark = () => {
@@ -196,6 +207,27 @@ export const collectGarbage = (store: Store, options: GcOptions): GcReport => {
        SELECT digest FROM execution_outputs WHERE execution_id IN (SELECT id FROM temp.gc_live)`,
     )
 
+    // Chunk entries: those a kept run used (its steps' own, or a kept execution's), every one while busy.
+    db.exec(
+      "CREATE TEMP TABLE IF NOT EXISTS gc_chunks (chunk_key TEXT PRIMARY KEY); DELETE FROM temp.gc_chunks;",
+    )
+    if (busy) db.exec("INSERT INTO temp.gc_chunks SELECT chunk_key FROM chunks")
+    else
+      db.prepare(
+        `INSERT OR IGNORE INTO temp.gc_chunks (chunk_key)
+         SELECT u.chunk_key FROM chunk_uses u
+         WHERE u.run_id IN (SELECT value FROM json_each(?))
+            OR EXISTS (SELECT 1 FROM executions e WHERE e.id IN (SELECT id FROM temp.gc_live)
+                       AND e.run_id = u.run_id AND e.node = u.node)`,
+      ).run(JSON.stringify([...roots]))
+    const chunkEntries = db
+      .prepare("DELETE FROM chunks WHERE chunk_key NOT IN (SELECT chunk_key FROM temp.gc_chunks)")
+      .run().changes
+    db.exec(
+      `INSERT OR IGNORE INTO temp.gc_keep (digest) SELECT digest FROM chunks;
+       DELETE FROM temp.gc_chunks;`,
+    )
+
     const dead = "execution_id NOT IN (SELECT id FROM temp.gc_live)"
     const doomed = db
       .prepare("SELECT digest, size FROM artifacts WHERE digest NOT IN (SELECT digest FROM temp.gc_keep)")
@@ -217,7 +249,9 @@ export const collectGarbage = (store: Store, options: GcOptions): GcReport => {
       .prepare("DELETE FROM artifacts WHERE digest NOT IN (SELECT digest FROM temp.gc_keep)")
       .run().changes
     db.exec(
-      `DELETE FROM source_files WHERE digest NOT IN (SELECT digest FROM execution_outputs);
+      `DELETE FROM chunk_uses WHERE chunk_key NOT IN (SELECT chunk_key FROM chunks)
+         OR run_id NOT IN (SELECT id FROM runs);
+       DELETE FROM source_files WHERE digest NOT IN (SELECT digest FROM execution_outputs);
        DELETE FROM temp.gc_live; DELETE FROM temp.gc_keep;`,
     )
     // Stat entries of files that are gone only slow down nothing, but they are noise in the store.
@@ -230,7 +264,7 @@ export const collectGarbage = (store: Store, options: GcOptions): GcReport => {
       leasedKeys,
       // A step killed mid-way (its lease left behind) in a kept run resumes from its checkpoint.
       resumableKeys: new Set(leases.filter((l) => roots.has(l.run_id)).map((l) => l.step_key)),
-      deleted: { runs: deletedRuns, executions, cacheEntries, artifacts },
+      deleted: { runs: deletedRuns, executions, cacheEntries, artifacts, chunkEntries },
       doomed,
     }
     if (dryRun) throw new Rollback()

@@ -206,4 +206,27 @@ export const migrations: ReadonlyArray<string> = [
   JOIN execution_inputs i ON i.execution_id = e.id
   JOIN execution_outputs o ON o.execution_id = e.id;
   `,
+  // 4: the chunk index of chunked data steps (core/Chunks.ts). A chunk's result is an object with an
+  // artifacts row of kind Chunk (so verify re-hashes it and gc's object sweep sees it); chunk_uses
+  // records which run and node used each entry, so gc keeps the entries of kept runs.
+  `
+  CREATE TABLE chunks (
+    chunk_key  TEXT PRIMARY KEY,
+    digest     TEXT NOT NULL,
+    step       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  CREATE TABLE chunk_uses (
+    run_id    TEXT NOT NULL,
+    node      TEXT NOT NULL,
+    chunk_key TEXT NOT NULL,
+    PRIMARY KEY (run_id, node, chunk_key)
+  ) WITHOUT ROWID;
+  CREATE INDEX chunk_uses_by_key ON chunk_uses (chunk_key);
+  CREATE VIEW v_chunks AS
+  SELECT c.chunk_key, c.digest, c.step, a.size,
+         strftime('%Y-%m-%dT%H:%M:%fZ', c.created_at / 1000.0, 'unixepoch') AS created,
+         (SELECT count(*) FROM chunk_uses u WHERE u.chunk_key = c.chunk_key) AS uses
+  FROM chunks c LEFT JOIN artifacts a ON a.digest = c.digest;
+  `,
 ]

@@ -416,23 +416,7 @@ export class Store {
     artifacts: ReadonlyArray<{ object: StoredObject; kind: string; meta: unknown }>,
   ): number {
     const now = Date.now()
-    const insArt = this.sql(
-      "INSERT OR IGNORE INTO artifacts (digest, kind, is_dir, size, meta, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    const insFile = this.sql(
-      "INSERT OR IGNORE INTO artifact_files (digest, path, mode, file_digest, size) VALUES (?, ?, ?, ?, ?)",
-    )
-    for (const a of artifacts) {
-      insArt.run(
-        a.object.digest,
-        a.kind,
-        a.object.isDir ? 1 : 0,
-        a.object.size,
-        a.meta === undefined ? null : JSON.stringify(a.meta),
-        now,
-      )
-      for (const e of a.object.entries) insFile.run(a.object.digest, e.path, e.mode, e.digest, e.size)
-    }
+    for (const a of artifacts) this.insertArtifact(a, now)
     const info = this.sql(
       `INSERT INTO executions (run_id, node, plugin, plugin_version, fingerprint, step_key, status, produced_by,
            started_at, finished_at, ms, backend, annotations, error, ingredients)
@@ -490,6 +474,72 @@ export class Store {
       ).run(exec.key, id, JSON.stringify(outs), now)
     }
     return id
+  }
+
+  private insertArtifact(a: { object: StoredObject; kind: string; meta: unknown }, now: number) {
+    this.sql(
+      "INSERT OR IGNORE INTO artifacts (digest, kind, is_dir, size, meta, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    ).run(
+      a.object.digest,
+      a.kind,
+      a.object.isDir ? 1 : 0,
+      a.object.size,
+      a.meta === undefined ? null : JSON.stringify(a.meta),
+      now,
+    )
+    const insFile = this.sql(
+      "INSERT OR IGNORE INTO artifact_files (digest, path, mode, file_digest, size) VALUES (?, ?, ?, ?, ?)",
+    )
+    for (const e of a.object.entries) insFile.run(a.object.digest, e.path, e.mode, e.digest, e.size)
+  }
+
+  // ---------------------------------------------------------------- chunks (core/Chunks.ts)
+
+  /**
+   * The stored result of a chunk, when its object is intact; records that
+   * `runId`'s `node` used it (gc keeps what kept runs used). An entry whose
+   * object is gone or damaged is dropped, so the chunk is computed again.
+   */
+  chunkLookup(key: string, runId: string, node: string): string | undefined {
+    const digest = this.sql("SELECT digest FROM chunks WHERE chunk_key = ?").pluck().get(key) as
+      | string
+      | undefined
+    if (digest === undefined) return undefined
+    if (!this.objectIntact(digest)) {
+      this.sql("DELETE FROM chunks WHERE chunk_key = ?").run(key)
+      return undefined
+    }
+    this.sql("INSERT OR IGNORE INTO chunk_uses (run_id, node, chunk_key) VALUES (?, ?, ?)").run(
+      runId,
+      node,
+      key,
+    )
+    return this.objectPath(digest)
+  }
+
+  /**
+   * Commits one chunk's result (a file or directory the step wrote): the
+   * object first, then its artifact row, the chunk entry and this run's use
+   * of it in one transaction, as `record` does for a step's outputs.
+   */
+  chunkCommit(key: string, src: string, step: string, runId: string, node: string): string {
+    const object = this.putObject(src)
+    this.db
+      .transaction(() => {
+        const now = Date.now()
+        this.insertArtifact({ object, kind: "Chunk", meta: null }, now)
+        this.sql(
+          "INSERT OR REPLACE INTO chunks (chunk_key, digest, step, created_at) VALUES (?, ?, ?, ?)",
+        ).run(key, object.digest, step, now)
+        this.sql("INSERT OR IGNORE INTO chunk_uses (run_id, node, chunk_key) VALUES (?, ?, ?)").run(
+          runId,
+          node,
+          key,
+        )
+      })
+      .immediate()
+    this.settle(object)
+    return this.objectPath(object.digest)
   }
 
   /** The output digests of the most recent successful execution of a node. */

@@ -1,7 +1,8 @@
 /**
  * Integrity check of a store: SQLite's own check, every cache entry and
- * recorded output pointing at an artifact row, and every artifact's object
- * present with the recorded bytes (re-hashed).
+ * recorded output and chunk entry pointing at an artifact row, and every
+ * artifact's object (chunk results included) present with the recorded
+ * bytes (re-hashed).
  */
 import * as fs from "node:fs"
 import { hashDirSync, hashFileSync } from "../core/Hash.ts"
@@ -39,6 +40,10 @@ export const verifyStore = (store: Store): VerifyReport => {
     for (const [name, digest] of Object.entries(JSON.parse(row.outputs) as Record<string, string>))
       if (store.artifact(digest) === undefined)
         problems.push(`cache entry ${row.step_key} output ${name}: no artifact ${digest}`)
+  for (const row of store.db
+    .prepare("SELECT chunk_key, digest FROM chunks WHERE digest NOT IN (SELECT digest FROM artifacts)")
+    .all() as Array<{ chunk_key: string; digest: string }>)
+    problems.push(`chunk entry ${row.chunk_key}: no artifact ${row.digest}`)
   let objects = 0
   let bytes = 0
   for (const a of store.db.prepare("SELECT digest, is_dir, size FROM artifacts").all() as Array<{

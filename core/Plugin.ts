@@ -11,6 +11,7 @@
 import { createHash } from "node:crypto"
 import { Effect, Schema } from "effect"
 import type { Artifact, ArtifactKind, InputSpec, RuntimeInput } from "./Artifact.ts"
+import type { ChunkCache } from "./Chunks.ts"
 import { npmEnvironment } from "./Packages.ts"
 
 export interface Resources {
@@ -49,6 +50,8 @@ export interface StepContext<P, I extends Record<string, InputSpec>, O extends R
   readonly annotate: (fields: Annotations) => void
   /** Directory a relative path outside the store resolves against (where `tunegraph run` started). */
   readonly workDir?: string
+  /** The store's per-chunk cache, for steps that work chunk by chunk (core/Chunks.ts). */
+  readonly chunks?: ChunkCache
   /** False where the step must write nothing outside the store (`reproduce`): a sink only builds its artifact. */
   readonly sinks?: boolean
 }

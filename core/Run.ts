@@ -13,11 +13,12 @@ import * as path from "node:path"
 import { Cause, Deferred, Effect, Exit, Fiber, Schema, Semaphore } from "effect"
 import { type ExecutionRecord, removeTree, type Store, type StoredObject } from "../cache/Store.ts"
 import type { Artifact, ArtifactKind, InputSpec, Ref } from "./Artifact.ts"
+import type { ChunkCache } from "./Chunks.ts"
 import { type Override, prepareAll } from "./Params.ts"
 import { dependencies, type Node, type Pipeline, type StepNode, topoOrder } from "./Pipeline.ts"
 import type { Annotations, Failure } from "./Plugin.ts"
 import { fileDigest, resolveSource, sourceParams } from "./Sources.ts"
-import { type KeyIngredients, stepKey } from "./StepKey.ts"
+import { chunkRecipe, type KeyIngredients, stepKey } from "./StepKey.ts"
 
 export type StepStatus = "cached" | "ran" | "failed" | "skipped"
 
@@ -506,6 +507,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             },
             workDir,
             sinks: options.sinks !== false,
+            chunks: chunkCacheFor(node, common.ingredients as KeyIngredients, scratch),
           }
           const exit = yield* node.plugin.run(ctx as never).pipe(
             Effect.onInterrupt(() => Effect.sync(() => abort.abort())),
@@ -596,6 +598,28 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             { ok: true, outputs: outs },
           )
         })
+
+      // Chunks commit as they finish, so a step killed half-way leaves them for the next run.
+      const chunkCacheFor = (node: StepNode, ingredients: KeyIngredients, scratch: string): ChunkCache => {
+        let n = 0
+        const chunkRoot = path.join(scratch, ".chunks")
+        return {
+          recipe: (chunked) => chunkRecipe(ingredients, chunked),
+          get: (k) => store.chunkLookup(k, runId, node.name),
+          put: (k, file) => {
+            const stored = store.chunkCommit(k, file, node.plugin.name, runId, node.name)
+            // what the step wrote beside it (a part's own file) is not needed any more
+            const dir = path.dirname(file)
+            if (path.dirname(dir) === chunkRoot) removeTree(dir)
+            return stored
+          },
+          scratch: () => {
+            const d = path.join(chunkRoot, `chunk-${n++}`)
+            fs.mkdirSync(d, { recursive: true })
+            return d
+          },
+        }
+      }
 
       const commitOutputs = (node: StepNode, outDir: string, meta: unknown) => {
         const result: Record<string, { object: StoredObject; kind: string; meta: unknown }> = {}

@@ -45,6 +45,22 @@ export const stepKey = (ingredients: KeyIngredients): string =>
     )
     .digest("hex")
 
+/**
+ * The recipe of a chunked step's per-chunk work (core/Chunks.ts): its key's
+ * ingredients with the `chunked` inputs left out, since each chunk brings its
+ * own digest. Everything else that would change the step's result (plugin,
+ * code, params, environment, other inputs) still counts.
+ */
+export const chunkRecipe = (ingredients: KeyIngredients, chunked: ReadonlyArray<string>): string =>
+  createHash("sha256")
+    .update(
+      `tunegraph-chunk-recipe/1\n${stepKey({
+        ...ingredients,
+        inputs: Object.fromEntries(Object.entries(ingredients.inputs).filter(([k]) => !chunked.includes(k))),
+      })}`,
+    )
+    .digest("hex")
+
 export type KeyDifference =
   | { readonly ingredient: "plugin"; readonly from: string; readonly to: string }
   | { readonly ingredient: "version"; readonly from: string; readonly to: string }

@@ -29,7 +29,7 @@ export const cmdGc = (argv: ReadonlyArray<string>): number =>
       const d = r.deleted
       const would = r.dryRun ? "would remove" : "removed"
       out(
-        `${r.dryRun ? dim("dry run: nothing deleted\n") : ""}kept ${plural(r.keptRuns, "run")}${r.inProgress.length > 0 ? ` (${r.inProgress.length} in progress)` : ""}; ${would} ${plural(d.runs, "run")}, ${plural(d.executions, "execution")}, ${plural(d.cacheEntries, "cache entry").replace("entrys", "entries")}, ${plural(d.artifacts, "artifact")}, ${plural(d.garbageObjects, "unreferenced object")}, ${plural(d.tmp, "tmp entry").replace("entrys", "entries")}, ${plural(d.checkpoints, "checkpoint")}\n`,
+        `${r.dryRun ? dim("dry run: nothing deleted\n") : ""}kept ${plural(r.keptRuns, "run")}${r.inProgress.length > 0 ? ` (${r.inProgress.length} in progress)` : ""}; ${would} ${plural(d.runs, "run")}, ${plural(d.executions, "execution")}, ${plural(d.cacheEntries, "cache entry").replace("entrys", "entries")}, ${plural(d.chunkEntries, "chunk entry").replace("entrys", "entries")}, ${plural(d.artifacts, "artifact")}, ${plural(d.garbageObjects, "unreferenced object")}, ${plural(d.tmp, "tmp entry").replace("entrys", "entries")}, ${plural(d.checkpoints, "checkpoint")}\n`,
       )
       out(
         `${bold(`${r.dryRun ? "would free" : "freed"} ${bytes(r.bytes.total)}`)}${dim(` (${r.bytes.total} bytes)`)}\n`,

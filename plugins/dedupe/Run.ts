@@ -6,9 +6,26 @@
  * and a 32-value sketch; never the texts.
  */
 import * as fs from "node:fs"
+import * as path from "node:path"
 import { Effect } from "effect"
+import {
+  bytesOf,
+  type Chunk,
+  type ChunkCache,
+  chainState,
+  chunkKey,
+  chunkSizes,
+  chunksOf,
+  describeReuse,
+  openParts,
+  packParts,
+  ReuseCounter,
+  readPartText,
+  readPartU32,
+  withChunkCache,
+} from "../../core/Chunks.ts"
 import { type Failure, StepError } from "../../core/Plugin.ts"
-import { type CanonicalRecord, forEachLineBytesAsync, kindOf, type RecordKind } from "../ingest/Records.ts"
+import { type CanonicalRecord, kindOf, type RecordKind } from "../ingest/Records.ts"
 import { RecordWriter } from "../ingest/RecordWriter.ts"
 import { Fingerprinter } from "./Fingerprint.ts"
 import type { DedupeContext, DedupeParams } from "./index.ts"
@@ -94,18 +111,110 @@ class Growable {
 
 export const checkOptions = (o: DedupeOptions): string | undefined => dedupeProblem(o)?.message
 
+/** Per record of a chunk, before its signature words: line, offset and length (relative to the chunk), flags. */
+const HEAD = 4
+const SHINGLED = 1
+
+/** Signature words per record: head, exact fingerprint, LSH band keys and sketch (when near). */
+const strideOf = (o: DedupeOptions): number => HEAD + 4 + (o.near ? o.bands + SKETCH : 0)
+
+/**
+ * The per-record work that needs no other record, for one chunk: the exact
+ * fingerprint, and for near duplicates the shingles' LSH band keys and
+ * sketch. Kept under the chunk's digest alone.
+ */
+interface Signer {
+  readonly fingerprinter: Fingerprinter
+  readonly mh: MinHasher | undefined
+  readonly lsh: Lsh
+  readonly sig: Uint32Array
+  readonly keys: Uint32Array
+}
+
+const signerFor = (o: DedupeOptions): Signer => ({
+  fingerprinter: new Fingerprinter(o.on, o.caseFold),
+  mh: o.near
+    ? new MinHasher({ permutations: o.permutations, ngram: o.ngram, seed: o.seed, scope: o.on })
+    : undefined,
+  lsh: new Lsh(o.bands, o.rows),
+  sig: new Uint32Array(o.permutations),
+  keys: new Uint32Array(o.bands),
+})
+
+const signChunk = (
+  chunk: Chunk,
+  o: DedupeOptions,
+  signer: Signer,
+): { kind: RecordKind | null; rows: Uint32Array } => {
+  const { fingerprinter, mh, lsh, sig, keys } = signer
+  const stride = strideOf(o)
+  const buf = chunk.bytes
+  let rows = new Uint32Array(stride * 1024)
+  let n = 0
+  let kind: RecordKind | null = null
+  let s = 0
+  let rel = 0
+  while (s < buf.length) {
+    let e = buf.indexOf(10, s)
+    if (e < 0) e = buf.length
+    if (e > s) {
+      if (kind === null) kind = kindOf(JSON.parse(buf.toString("utf8", s, e)))
+      if ((n + 1) * stride > rows.length) {
+        const bigger = new Uint32Array(rows.length * 2)
+        bigger.set(rows)
+        rows = bigger
+      }
+      const at = n * stride
+      rows[at] = rel
+      rows[at + 1] = s
+      rows[at + 2] = e - s
+      if (o.exact) fingerprinter.line(buf, s, e, rows, at + HEAD)
+      if (mh !== undefined && mh.shingleLine(buf, s, e) > 0) {
+        rows[at + 3] = SHINGLED
+        mh.signature(sig)
+        lsh.keysOf(sig, keys)
+        rows.set(keys, at + HEAD + 4)
+        rows.set(sig.subarray(0, SKETCH), at + HEAD + 4 + o.bands)
+      }
+      n++
+    }
+    s = e + 1
+    rel++
+  }
+  return { kind, rows: rows.slice(0, n * stride) }
+}
+
+/** Per record, the decision: kept (its ordinal), an exact or a near duplicate of a kept ordinal. */
+const KEPT = 0
+const EXACT = 1
+const NEAR = 2
+
+/**
+ * Dedupes a Records file chunk by chunk (core/Chunks.ts), keeping each
+ * first occurrence exactly as one streaming pass would.
+ *
+ * Two entries per chunk: its signatures (exact fingerprints, MinHash band
+ * keys and sketches), keyed by the chunk's digest alone; and its decisions
+ * (kept, or a duplicate of which earlier record), keyed by the chain of the
+ * digests of every chunk up to it, since they depend on all that came
+ * before. Where a chunk's decisions are known, the index (fingerprints, LSH
+ * buckets, sketches) is rebuilt from its signatures without comparing
+ * anything; the first chunk whose chain is new (the appended part, or the
+ * first edited chunk and all after it) is checked against that index, near
+ * candidates verified by exact Jaccard against the kept records' lines.
+ */
 export const dedupeFile = async (
   input: string,
   output: string,
   o: DedupeOptions,
   signal: AbortSignal = new AbortController().signal,
   progress: (done: number, total: number) => void = () => {},
+  cache?: ChunkCache,
+  reuse: ReuseCounter = new ReuseCounter(),
 ): Promise<DedupeSummary> => {
   const total = fs.statSync(input).size
   const writer = new RecordWriter(output)
-  const fingerprinter = new Fingerprinter(o.on, o.caseFold)
   const seen = new Seen()
-  const fp = new Uint32Array(4)
   const mh = o.near
     ? new MinHasher({ permutations: o.permutations, ngram: o.ngram, seed: o.seed, scope: o.on })
     : undefined
@@ -113,10 +222,9 @@ export const dedupeFile = async (
     ? new MinHasher({ permutations: o.permutations, ngram: o.ngram, seed: o.seed, scope: o.on })
     : undefined
   const lsh = new Lsh(o.bands, o.rows)
-  const sig = new Uint32Array(o.permutations)
-  const keys = new Uint32Array(o.bands)
   const kept = new Growable(o.near)
   const clusters = new Map<number, Cluster>()
+  const stride = strideOf(o)
   const fd = o.near ? fs.openSync(input, "r") : -1
   let readBuf = Buffer.allocUnsafe(1 << 16)
   let exact = 0
@@ -141,72 +249,162 @@ export const dedupeFile = async (
     c.duplicates++
     if (c.members.length < MAX_MEMBERS) c.members.push({ ...member, text: preview(line()) })
   }
+  const keep = (chunk: Chunk, rows: Uint32Array, at: number, ordinal: number) => {
+    const s = rows[at + 1]!
+    const len = rows[at + 2]!
+    kept.ensure(ordinal)
+    kept.offsets[ordinal] = chunk.offset + s
+    kept.lengths[ordinal] = len
+    kept.inputs[ordinal] = chunk.firstLine + rows[at]!
+    if ((rows[at + 3]! & SHINGLED) !== 0) {
+      kept.sketches!.set(
+        rows.subarray(at + HEAD + 4 + o.bands, at + HEAD + 4 + o.bands + SKETCH),
+        ordinal * SKETCH,
+      )
+      lsh.add(ordinal, rows.subarray(at + HEAD + 4, at + HEAD + 4 + o.bands))
+    }
+    writer.lineBytes(chunk.bytes, s, s + len)
+  }
+  const textAt = (chunk: Chunk, rows: Uint32Array, at: number) => () =>
+    chunk.bytes.toString("utf8", rows[at + 1]!, rows[at + 1]! + rows[at + 2]!)
+
+  /** Decides each record of a chunk against the index, growing it; returns the decisions. */
+  const decide = (chunk: Chunk, rows: Uint32Array): { decisions: Uint32Array; verified: number } => {
+    const n = rows.length / stride
+    const decisions = new Uint32Array(n * 2)
+    const before = verified
+    for (let r = 0, at = 0; r < n; r++, at += stride) {
+      count++
+      const index = chunk.firstLine + rows[at]!
+      const ordinal = writer.count
+      if (o.exact) {
+        const prev = seen.addOrGet(rows, at + HEAD, ordinal)
+        if (prev >= 0) {
+          exact++
+          note(prev, { index, kind: "exact" }, textAt(chunk, rows, at))
+          decisions[r * 2] = EXACT
+          decisions[r * 2 + 1] = prev
+          continue
+        }
+      }
+      if (mh !== undefined && other !== undefined && (rows[at + 3]! & SHINGLED) !== 0) {
+        const keys = rows.subarray(at + HEAD + 4, at + HEAD + 4 + o.bands)
+        const sketch = rows.subarray(at + HEAD + 4 + o.bands, at + HEAD + 4 + o.bands + SKETCH)
+        const sketches = kept.sketches!
+        let mine: Uint32Array | undefined
+        let dupOf = -1
+        let similarity = 0
+        const floor = Math.max(0, o.threshold - 0.25) * SKETCH
+        lsh.candidates(keys, (j) => {
+          // a cheap estimate from the sketch first; the exact Jaccard of shingle sets decides
+          let agree = 0
+          for (let k = 0, p = j * SKETCH; k < SKETCH; k++) if (sketches[p + k] === sketch[k]) agree++
+          if (agree < floor) return false
+          verified++
+          if (mine === undefined) {
+            const s = rows[at + 1]!
+            mh.shingleLine(chunk.bytes, s, s + rows[at + 2]!)
+            mine = mh.sortedSet()
+          }
+          const line = keptLine(j)
+          other.shingleLine(line, 0, kept.lengths[j]!)
+          const sim = jaccard(mine, other.sortedSet())
+          if (sim < o.threshold) return false
+          dupOf = j
+          similarity = sim
+          return true
+        })
+        if (dupOf >= 0) {
+          near++
+          // later exact copies of this record belong to the same cluster
+          if (o.exact) seen.relabelLast(dupOf)
+          const sim = Math.round(similarity * 1000) / 1000
+          note(dupOf, { index, kind: "near", similarity: sim }, textAt(chunk, rows, at))
+          decisions[r * 2] = NEAR | (Math.round(similarity * 1000) << 2)
+          decisions[r * 2 + 1] = dupOf
+          continue
+        }
+      }
+      decisions[r * 2] = KEPT
+      decisions[r * 2 + 1] = ordinal
+      keep(chunk, rows, at, ordinal)
+    }
+    return { decisions, verified: verified - before }
+  }
+
+  /** Replays known decisions: the same index, output and report as deciding again. */
+  const replay = (chunk: Chunk, rows: Uint32Array, decisions: Uint32Array, chunkVerified: number) => {
+    verified += chunkVerified
+    for (let r = 0, at = 0; at < rows.length; r++, at += stride) {
+      count++
+      const index = chunk.firstLine + rows[at]!
+      const what = decisions[r * 2]! & 3
+      const rep = decisions[r * 2 + 1]!
+      if (what === EXACT) {
+        exact++
+        note(rep, { index, kind: "exact" }, textAt(chunk, rows, at))
+      } else if (what === NEAR) {
+        near++
+        if (o.exact) seen.addOrGet(rows, at + HEAD, rep)
+        const similarity = (decisions[r * 2]! >>> 2) / 1000
+        note(rep, { index, kind: "near", similarity }, textAt(chunk, rows, at))
+      } else {
+        if (o.exact) seen.addOrGet(rows, at + HEAD, writer.count)
+        keep(chunk, rows, at, writer.count)
+      }
+    }
+  }
 
   try {
-    await forEachLineBytesAsync(
-      input,
-      (buf, s, e, index, offset) => {
-        if (e === s) return
-        count++
-        if ((index & 4095) === 0) progress(offset, total)
-        if (recordKind === undefined) recordKind = kindOf(JSON.parse(buf.toString("utf8", s, e)))
-        const ordinal = writer.count
-        if (o.exact) {
-          fingerprinter.line(buf, s, e, fp, 0)
-          const prev = seen.addOrGet(fp, 0, ordinal)
-          if (prev >= 0) {
-            exact++
-            note(prev, { index, kind: "exact" }, () => buf.toString("utf8", s, e))
-            return
-          }
+    await withChunkCache(cache, async (chunks) => {
+      const recipe = chunks.recipe(["records"])
+      let chain = recipe
+      let signer: Signer | undefined
+      for await (const chunk of chunksOf(input, chunkSizes(), signal)) {
+        const signKey = chunkKey(recipe, chunk.digest, "signatures")
+        const signed = chunks.get(signKey)
+        let rows: Uint32Array
+        let kind: RecordKind | null
+        if (signed !== undefined) {
+          const p = openParts(signed)
+          rows = readPartU32(p, "signatures")
+          kind = (JSON.parse(readPartText(p, "summary")) as { kind: RecordKind | null }).kind
+        } else {
+          signer ??= signerFor(o)
+          const fresh = signChunk(chunk, o, signer)
+          rows = fresh.rows
+          kind = fresh.kind
+          chunks.put(
+            signKey,
+            packParts(path.join(chunks.scratch(), "chunk"), [
+              ["summary", JSON.stringify({ kind })],
+              ["signatures", bytesOf(rows)],
+            ]),
+          )
         }
-        let shingled = false
-        if (mh !== undefined && other !== undefined && mh.shingleLine(buf, s, e) > 0) {
-          shingled = true
-          mh.signature(sig)
-          lsh.keysOf(sig, keys)
-          const sketches = kept.sketches!
-          let mine: Uint32Array | undefined
-          let dupOf = -1
-          let similarity = 0
-          const floor = Math.max(0, o.threshold - 0.25) * SKETCH
-          lsh.candidates(keys, (j) => {
-            // a cheap estimate from the sketch first; the exact Jaccard of shingle sets decides
-            let agree = 0
-            for (let k = 0, at = j * SKETCH; k < SKETCH; k++) if (sketches[at + k] === sig[k]) agree++
-            if (agree < floor) return false
-            verified++
-            mine ??= mh.sortedSet()
-            const line = keptLine(j)
-            other.shingleLine(line, 0, kept.lengths[j]!)
-            const sim = jaccard(mine, other.sortedSet())
-            if (sim < o.threshold) return false
-            dupOf = j
-            similarity = sim
-            return true
-          })
-          if (dupOf >= 0) {
-            near++
-            // later exact copies of this record belong to the same cluster
-            if (o.exact) seen.relabelLast(dupOf)
-            note(dupOf, { index, kind: "near", similarity: Math.round(similarity * 1000) / 1000 }, () =>
-              buf.toString("utf8", s, e),
-            )
-            return
-          }
+        if (recordKind === undefined && kind !== null) recordKind = kind
+        const decideKey = chunkKey(recipe, chunk.digest, `decisions after ${chain}`)
+        chain = chainState(chain, chunk.digest)
+        const known = chunks.get(decideKey)
+        if (known !== undefined) {
+          reuse.hit()
+          const p = openParts(known)
+          const v = JSON.parse(readPartText(p, "summary")) as { verified: number }
+          replay(chunk, rows, readPartU32(p, "decisions"), v.verified)
+        } else {
+          reuse.miss()
+          const d = decide(chunk, rows)
+          chunks.put(
+            decideKey,
+            packParts(path.join(chunks.scratch(), "chunk"), [
+              ["summary", JSON.stringify({ verified: d.verified })],
+              ["decisions", bytesOf(d.decisions)],
+            ]),
+          )
         }
-        kept.ensure(ordinal)
-        kept.offsets[ordinal] = offset
-        kept.lengths[ordinal] = e - s
-        kept.inputs[ordinal] = index
-        if (shingled) {
-          kept.sketches!.set(sig.subarray(0, SKETCH), ordinal * SKETCH)
-          lsh.add(ordinal, keys)
-        }
-        writer.lineBytes(buf, s, e)
-      },
-      signal,
-    )
+        progress(chunk.offset + chunk.bytes.length, total)
+      }
+    })
     for (const [rep, c] of clusters) {
       const len = kept.lengths[rep]!
       const line = o.near ? keptLine(rep).toString("utf8", 0, len) : readAt(input, kept.offsets[rep]!, len)
@@ -249,9 +447,18 @@ export const run = (
       if (problem !== undefined) throw new StepError({ message: `dedupe: ${problem}` })
       const input = ctx.inputs.records
       const both = AbortSignal.any([signal, ctx.signal])
-      const summary = await dedupeFile(input.path, ctx.output("records"), o, both, (d, t) =>
-        ctx.progress(d, t),
+      const reuse = new ReuseCounter()
+      const summary = await dedupeFile(
+        input.path,
+        ctx.output("records"),
+        o,
+        both,
+        (d, t) => ctx.progress(d, t),
+        ctx.chunks,
+        reuse,
       )
+      ctx.log(describeReuse("dedupe", "check", reuse.value))
+      ctx.annotate({ chunks: reuse.value })
       const recordKind =
         summary.recordKind ??
         (input.meta as { recordKind?: RecordKind } | undefined)?.recordKind ??

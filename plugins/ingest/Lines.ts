@@ -66,7 +66,11 @@ export class Utf8Lines {
     private readonly onSegment: SegmentHandler,
     private readonly maxLineBytes: number,
     private readonly onBytes?: BytesHandler,
-  ) {}
+    /** False for bytes from the middle of a file (a chunk after the first): no BOM is looked for. */
+    atFileStart = true,
+  ) {
+    this.started = !atFileStart
+  }
 
   push(chunk: Buffer): void {
     this.bytes += chunk.length

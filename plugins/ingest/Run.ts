@@ -8,10 +8,24 @@ import { pipeline } from "node:stream/promises"
 import * as zlib from "node:zlib"
 import { Effect } from "effect"
 import type { Artifact } from "../../core/Artifact.ts"
+import {
+  type ChunkCache,
+  chunkKey,
+  chunkSizes,
+  chunksOf,
+  copyPart,
+  describeReuse,
+  noChunkCache,
+  openParts,
+  packParts,
+  ReuseCounter,
+  readPartText,
+} from "../../core/Chunks.ts"
+import { hashFileSync } from "../../core/Hash.ts"
 import { type Failure, StepError } from "../../core/Plugin.ts"
 import { CsvParser } from "./Csv.ts"
 import { FastJsonl } from "./FastJsonl.ts"
-import { detect, type Format, openBytes } from "./Format.ts"
+import { type Detected, detect, type Format, openBytes } from "./Format.ts"
 import type { IngestContext } from "./index.ts"
 import { JsonParser } from "./Json.ts"
 import { type FastSink, JsonlParser } from "./Jsonl.ts"
@@ -39,6 +53,8 @@ export interface SourceFile {
   /** Path relative to the source root, for the report. */
   readonly path: string
   readonly size: number
+  /** SHA-256 of the file, when the source knows it (else it is hashed when needed). */
+  readonly digest?: string
 }
 
 export interface InvalidExample {
@@ -105,9 +121,171 @@ const parserFor = (
   }
 }
 
+/** One unit of work: a content-defined chunk of a line-based file, or a whole file of another format. */
+interface Unit {
+  readonly index: number
+  /** 0-based line of the file the unit starts at (0 for a whole file). */
+  readonly firstLine: number
+  readonly offset: number
+  readonly size: number
+  readonly digest: string
+  /** The chunk's bytes; undefined for a whole file, read from its path. */
+  readonly bytes?: Buffer
+}
+
+/** What one unit produced, as its chunk entry keeps it (beside its records.jsonl). */
+interface UnitSummary {
+  readonly records: number
+  readonly skipped: number
+  readonly expanded: number
+  readonly emptyExpansions: number
+  /** The record kind after it (inferred from the first record when not given). */
+  readonly kind: RecordKind | null
+  /** Invalid records skipped, lines relative to the unit (the first `examples`). */
+  readonly invalid: ReadonlyArray<Omit<InvalidExample, "file">>
+  /** Bytes read after decompression (a gzip file that decompresses to nothing has no records). */
+  readonly read: number
+}
+
+const lineBased = (d: Detected, options: IngestOptions): boolean =>
+  !d.gzip && (d.format === "jsonl" || (d.format === "text" && options.textUnit === "line"))
+
+const shift = (where: Where, lines: number): Where =>
+  lines === 0 || where.line === undefined ? where : { ...where, line: where.line + lines }
+
+/** Parses one unit into `records` (canonical lines); throws IngestError with the file's own line numbers. */
+const parseUnit = async (
+  f: SourceFile,
+  detected: Detected,
+  unit: Unit,
+  kind: RecordKind | undefined,
+  records: string,
+  options: IngestOptions,
+  scratch: string,
+  signal: AbortSignal,
+  progress: (done: number) => void,
+): Promise<UnitSummary> => {
+  const writer = new RecordWriter(records)
+  const mapper = new Mapper(kind === undefined ? options : { ...options, kind })
+  const maxExamples = options.examples ?? 10
+  const invalid: Array<Omit<InvalidExample, "file">> = []
+  let skipped = 0
+  let read = 0
+  let fast: FastJsonl | undefined | null = null
+  const fastSink: FastSink = {
+    fast: () => {
+      if (fast === null && mapper.kind !== undefined)
+        fast = FastJsonl.make({ ...options, kind: mapper.kind }) ?? undefined
+      return fast ?? undefined
+    },
+    line: (buf, length) => writer.lineBytes(buf, 0, length),
+  }
+  const fail = (where: Where, problem: Problem) => {
+    if (options.onInvalid === "fail") throw new IngestError(f.abs, shift(where, unit.firstLine), problem)
+    skipped++
+    if (invalid.length < maxExamples)
+      invalid.push({
+        ...where,
+        ...(problem.field === undefined ? {} : { field: problem.field }),
+        problem: problem.message,
+      })
+  }
+  const emit = (r: Parameters<Parameters<Mapper["map"]>[1]>[0]) => writer.line(recordLine(r))
+  const sink: RawSink = {
+    record: (value, where) => {
+      const p = mapper.map(value, emit)
+      if (p !== undefined) fail(where, p)
+    },
+    invalid: fail,
+  }
+  try {
+    if (detected.format === "parquet") {
+      let file = f.abs
+      if (detected.gzip) {
+        file = path.join(scratch, `${unit.digest}.parquet`)
+        await pipeline(fs.createReadStream(f.abs), zlib.createGunzip(), fs.createWriteStream(file), {
+          signal,
+        })
+      }
+      await readParquet(file, sink, signal, (rows, all) => progress((f.size * rows) / Math.max(all, 1)))
+      read = 1
+    } else {
+      const parser = parserFor(detected.format, sink, options, fastSink)
+      const lines = new Utf8Lines(parser.segment, options.maxLineBytes, parser.bytes, unit.index === 0)
+      if (unit.bytes !== undefined) {
+        lines.push(unit.bytes)
+        read = unit.bytes.length
+      } else
+        for await (const chunk of openBytes(f.abs, detected.gzip, signal)) {
+          lines.push(chunk)
+          read += chunk.length
+          progress(detected.gzip ? 0 : read)
+        }
+      lines.end()
+      parser.end()
+    }
+  } catch (e) {
+    if (e instanceof SourceError) throw new IngestError(f.abs, shift(e.where, unit.firstLine), e.problem)
+    if (e instanceof IngestError || signal.aborted) throw e
+    const code = (e as { code?: string }).code
+    if (detected.gzip && typeof code === "string" && code.startsWith("Z_"))
+      throw new IngestError(
+        f.abs,
+        {},
+        { message: `gzip data is corrupt or truncated (${(e as Error).message})` },
+      )
+    if (detected.format === "parquet")
+      throw new IngestError(
+        f.abs,
+        {},
+        { message: `cannot read Parquet: ${e instanceof Error ? e.message : String(e)}` },
+      )
+    throw e
+  } finally {
+    writer.close()
+  }
+  return {
+    records: writer.count,
+    skipped,
+    expanded: mapper.expanded,
+    emptyExpansions: mapper.emptyExpansions,
+    kind: mapper.kind ?? null,
+    invalid,
+    read,
+  }
+}
+
+/** The units of a file: its content-defined chunks when line-based, else the whole file. */
+async function* unitsOf(
+  f: SourceFile,
+  detected: Detected,
+  options: IngestOptions,
+  signal: AbortSignal,
+): AsyncGenerator<Unit> {
+  if (lineBased(detected, options)) {
+    for await (const c of chunksOf(f.abs, chunkSizes(), signal))
+      yield {
+        index: c.index,
+        firstLine: c.firstLine,
+        offset: c.offset,
+        size: c.bytes.length,
+        digest: c.digest,
+        bytes: c.bytes,
+      }
+    return
+  }
+  yield { index: 0, firstLine: 0, offset: 0, size: f.size, digest: f.digest ?? hashFileSync(f.abs).digest }
+}
+
 /**
  * Reads `files` in order into the Records file `output`. `scratch` holds
  * decompressed Parquet (which needs random access). Throws IngestError.
+ *
+ * Line-based files (JSONL, text by line) are read chunk by chunk and other
+ * files whole (core/Chunks.ts); each unit's records and counts are kept in
+ * `chunks` under the unit's digest and the record kind carried into it, so
+ * an append parses only the new bytes. The output is the units' records in
+ * order: the same bytes however much was reused.
  */
 export const ingestFiles = async (
   files: ReadonlyArray<SourceFile>,
@@ -116,112 +294,87 @@ export const ingestFiles = async (
   scratch: string,
   signal: AbortSignal = new AbortController().signal,
   progress: (done: number, total: number, detail: string) => void = () => {},
+  chunks: ChunkCache = noChunkCache(scratch),
+  reuse: ReuseCounter = new ReuseCounter(),
 ): Promise<IngestSummary> => {
-  const writer = new RecordWriter(output)
-  const mapper = new Mapper(options)
   const maxExamples = options.examples ?? 10
   const invalid: InvalidExample[] = []
   const summaries: FileSummary[] = []
+  const recipe = chunks.recipe(["files"])
+  let kind: RecordKind | undefined = options.kind
   let skipped = 0
+  let count = 0
+  let expanded = 0
+  let emptyExpansions = 0
   const total = files.reduce((n, f) => n + f.size, 0)
   let before = 0
-  let fast: FastJsonl | undefined | null = null
-  let current: FileSummary | undefined
-  const fastSink: FastSink = {
-    fast: () => {
-      if (fast === null && mapper.kind !== undefined)
-        fast = FastJsonl.make({ ...options, kind: mapper.kind }) ?? undefined
-      return fast ?? undefined
-    },
-    line: (buf, length) => {
-      writer.lineBytes(buf, 0, length)
-      current!.records++
-    },
-  }
+  const out = fs.openSync(output, "w")
+  const copyBuf = Buffer.allocUnsafe(4 * 1024 * 1024)
   try {
     for (const f of files) {
       const detected = detect(f.abs, options.format)
       if (typeof detected === "string") throw new IngestError(f.abs, {}, { message: detected })
       const summary: FileSummary = { path: f.path, ...detected, bytes: f.size, records: 0, skipped: 0 }
       summaries.push(summary)
-      current = summary
-      const fail = (where: Where, problem: Problem) => {
-        if (options.onInvalid === "fail") throw new IngestError(f.abs, where, problem)
+      const fail = (problem: Problem) => {
+        if (options.onInvalid === "fail") throw new IngestError(f.abs, {}, problem)
         skipped++
         summary.skipped++
-        if (invalid.length < maxExamples)
-          invalid.push({
-            file: f.path,
-            ...where,
-            ...(problem.field === undefined ? {} : { field: problem.field }),
-            problem: problem.message,
-          })
+        if (invalid.length < maxExamples) invalid.push({ file: f.path, problem: problem.message })
       }
-      const emit = (r: Parameters<Parameters<Mapper["map"]>[1]>[0]) => {
-        writer.line(recordLine(r))
-        summary.records++
+      if (f.size === 0) {
+        fail({ message: "the file is empty (0 bytes): no records" })
+        continue
       }
-      const sink: RawSink = {
-        record: (value, where) => {
-          const p = mapper.map(value, emit)
-          if (p !== undefined) fail(where, p)
-        },
-        invalid: fail,
-      }
-      try {
-        if (f.size === 0) {
-          fail({}, { message: "the file is empty (0 bytes): no records" })
-          continue
+      let read = 0
+      for await (const unit of unitsOf(f, detected, options, signal)) {
+        signal.throwIfAborted()
+        const key = chunkKey(
+          recipe,
+          unit.digest,
+          `${kind ?? ""}|${detected.format}|${detected.gzip ? "gzip" : ""}|${unit.index === 0 ? "start" : ""}`,
+        )
+        let dir = chunks.get(key)
+        if (dir !== undefined) reuse.hit()
+        else {
+          reuse.miss()
+          const fresh = chunks.scratch()
+          const records = path.join(fresh, "records.jsonl")
+          const s = await parseUnit(f, detected, unit, kind, records, options, scratch, signal, (done) =>
+            progress(before + unit.offset + done, total, f.path),
+          )
+          dir = chunks.put(
+            key,
+            packParts(path.join(fresh, "chunk"), [
+              ["summary", JSON.stringify(s)],
+              ["records", { file: records }],
+            ]),
+          )
         }
-        if (detected.format === "parquet") {
-          let file = f.abs
-          if (detected.gzip) {
-            file = path.join(scratch, `${summaries.length}.parquet`)
-            await pipeline(fs.createReadStream(f.abs), zlib.createGunzip(), fs.createWriteStream(file), {
-              signal,
-            })
-          }
-          await readParquet(file, sink, signal, (rows, all) =>
-            progress(before + (f.size * rows) / Math.max(all, 1), total, f.path),
-          )
-        } else {
-          const parser = parserFor(detected.format, sink, options, fastSink)
-          const lines = new Utf8Lines(parser.segment, options.maxLineBytes, parser.bytes)
-          let read = 0
-          for await (const chunk of openBytes(f.abs, detected.gzip, signal)) {
-            lines.push(chunk)
-            read += chunk.length
-            progress(before + (detected.gzip ? 0 : read), total, f.path)
-          }
-          lines.end()
-          parser.end()
-          if (read === 0) fail({}, { message: "the file is empty after decompression: no records" })
-        }
-      } catch (e) {
-        if (e instanceof SourceError) throw new IngestError(f.abs, e.where, e.problem)
-        if (e instanceof IngestError || signal.aborted) throw e
-        const code = (e as { code?: string }).code
-        if (detected.gzip && typeof code === "string" && code.startsWith("Z_"))
-          throw new IngestError(
-            f.abs,
-            {},
-            { message: `gzip data is corrupt or truncated (${(e as Error).message})` },
-          )
-        if (detected.format === "parquet")
-          throw new IngestError(
-            f.abs,
-            {},
-            { message: `cannot read Parquet: ${e instanceof Error ? e.message : String(e)}` },
-          )
-        throw e
+        const parts = openParts(dir)
+        const s = JSON.parse(readPartText(parts, "summary")) as UnitSummary
+        copyPart(out, parts, "records", copyBuf)
+        kind = s.kind ?? kind
+        count += s.records
+        summary.records += s.records
+        skipped += s.skipped
+        summary.skipped += s.skipped
+        expanded += s.expanded
+        emptyExpansions += s.emptyExpansions
+        read += s.read
+        for (const x of s.invalid)
+          if (invalid.length < maxExamples)
+            invalid.push({ file: f.path, ...(shift(x, unit.firstLine) as typeof x) })
+        progress(before + unit.offset + unit.size, total, f.path)
       }
+      if (read === 0) fail({ message: "the file is empty after decompression: no records" })
       before += f.size
       progress(before, total, f.path)
     }
   } finally {
-    writer.close()
+    fs.closeSync(out)
   }
-  if (writer.count === 0 || mapper.kind === undefined) {
+  if (count === 0 || kind === undefined) {
     const first = invalid[0]
     throw new IngestError(
       files.length === 1 ? files[0]!.abs : `${files.length} files`,
@@ -235,11 +388,11 @@ export const ingestFiles = async (
     )
   }
   return {
-    recordKind: mapper.kind,
-    records: writer.count,
+    recordKind: kind,
+    records: count,
     skipped,
-    expanded: mapper.expanded,
-    emptyExpansions: mapper.emptyExpansions,
+    expanded,
+    emptyExpansions,
     files: summaries,
     invalid,
   }
@@ -248,8 +401,8 @@ export const ingestFiles = async (
 /** The files of a source artifact (a single-file source lists none: the file is its path). */
 export const sourceFiles = (a: Artifact): SourceFile[] =>
   a.files.length > 0
-    ? a.files.map((f) => ({ abs: f.abs, path: f.path, size: f.size }))
-    : [{ abs: a.path, path: path.basename(a.path), size: a.size }]
+    ? a.files.map((f) => ({ abs: f.abs, path: f.path, size: f.size, digest: f.digest }))
+    : [{ abs: a.path, path: path.basename(a.path), size: a.size, digest: a.digest }]
 
 export const run = (
   ctx: IngestContext,
@@ -258,6 +411,7 @@ export const run = (
     try: async (signal) => {
       const both = AbortSignal.any([signal, ctx.signal])
       const { examples: _e, ...params } = { examples: 10, ...ctx.params }
+      const reuse = new ReuseCounter()
       const summary = await ingestFiles(
         sourceFiles(ctx.inputs.files),
         ctx.output("records"),
@@ -265,7 +419,11 @@ export const run = (
         ctx.scratch,
         both,
         (done, total, detail) => ctx.progress(done, total, detail),
+        ctx.chunks,
+        reuse,
       )
+      ctx.log(describeReuse("ingest", "parse", reuse.value))
+      ctx.annotate({ chunks: reuse.value })
       const report = { step: "ingest", ...summary }
       fs.writeFileSync(ctx.output("report"), `${JSON.stringify(report, null, 2)}\n`)
       ctx.log(

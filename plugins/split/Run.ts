@@ -19,13 +19,31 @@
  */
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
+import * as path from "node:path"
 import { Effect } from "effect"
 import { canonicalJson } from "../../core/Canonical.ts"
+import {
+  bytesOf,
+  type Chunk,
+  type ChunkCache,
+  chunkKey,
+  chunkSizes,
+  chunksOf,
+  copyPart,
+  describeReuse,
+  openParts,
+  type Parts,
+  packParts,
+  ReuseCounter,
+  readPartText,
+  readPartU32,
+  withChunkCache,
+} from "../../core/Chunks.ts"
 import { type Failure, StepError } from "../../core/Plugin.ts"
 import { Fingerprinter } from "../dedupe/Fingerprint.ts"
 import { Seen } from "../dedupe/Seen.ts"
 import { recordFields } from "../dedupe/TextFields.ts"
-import { type CanonicalRecord, forEachLineBytesAsync, kindOf, type RecordKind } from "../ingest/Records.ts"
+import { type CanonicalRecord, kindOf, type RecordKind } from "../ingest/Records.ts"
 import { RecordWriter } from "../ingest/RecordWriter.ts"
 import { checkRatios, type Ratios, SPLITS, type SplitName, splitOf, uniform } from "./Assign.ts"
 import type { SplitContext, SplitParams } from "./index.ts"
@@ -97,49 +115,64 @@ const preview = (r: CanonicalRecord): string => {
   return t.length > 200 ? `${t.slice(0, 200)}…` : t
 }
 
-export const splitFile = async (
-  input: string,
-  outputs: Record<SplitName, string>,
-  o: SplitParams,
-  signal: AbortSignal = new AbortController().signal,
-  progress: (done: number, total: number) => void = () => {},
-): Promise<SplitSummary> => {
-  const ratios: Ratios = o.ratios
-  const problem = checkRatios(ratios)
-  if (problem !== undefined) throw new SplitError(`split: ${problem}`)
-  const total = fs.statSync(input).size
-  const writers = {
-    train: new RecordWriter(outputs.train),
-    validation: new RecordWriter(outputs.validation),
-    test: new RecordWriter(outputs.test),
-  }
+/**
+ * Per record of a chunk, as its chunk entry keeps it: the line (relative to
+ * the chunk), the split, the leak fingerprint and, with groupBy, the group key.
+ */
+const WORDS = 6
+const GROUP_WORDS = 4
+
+interface ChunkResult {
+  readonly kind: RecordKind | null
+  readonly records: Uint32Array
+  /** Stratum (canonical JSON of the value) to its value and counts, in first-seen order. */
+  readonly strata: ReadonlyArray<[string, unknown, Record<SplitName, number>]>
+}
+
+const SPLIT_INDEX: Record<SplitName, number> = { train: 0, validation: 1, test: 2 }
+
+/** Assigns one chunk's records: writes the three parts under `dir` and returns what the merge needs. */
+interface Printers {
+  readonly content: Fingerprinter
+  readonly leakPrint: Fingerprinter
+}
+
+const printersFor = (o: SplitParams): Printers => {
   const content = new Fingerprinter("example", false)
-  const leakPrint = o.leakOn === "example" ? content : new Fingerprinter("prompt", false)
+  return { content, leakPrint: o.leakOn === "example" ? content : new Fingerprinter("prompt", false) }
+}
+
+const splitChunk = (chunk: Chunk, dir: string, o: SplitParams, printers: Printers): ChunkResult => {
+  const ratios: Ratios = o.ratios
+  const writers = {
+    train: new RecordWriter(path.join(dir, "train.jsonl")),
+    validation: new RecordWriter(path.join(dir, "validation.jsonl")),
+    test: new RecordWriter(path.join(dir, "test.jsonl")),
+  }
+  const { content, leakPrint } = printers
   const key = new Uint32Array(4)
   const leakKey = new Uint32Array(4)
-  const seen = new Seen()
-  const groups = o.groupBy === undefined ? undefined : new Seen()
-  const groupsPerSplit: Record<SplitName, number> = { train: 0, validation: 0, test: 0 }
   const groupPath = o.groupBy?.split(".")
   const strataPath = o.stratifyBy?.split(".")
-  const strata = new Map<string, { value: unknown; counts: Record<SplitName, number> }>()
-  const leaks = { trainValidation: 0, trainTest: 0, validationTest: 0 }
-  const leakExamples: Array<{ index: number; splits: SplitName[]; text: string }> = []
-  let records = 0
-  let recordKind: RecordKind | undefined
+  const strata = new Map<string, [string, unknown, Record<SplitName, number>]>()
+  const words = WORDS + (groupPath === undefined ? 0 : GROUP_WORDS)
+  const rows: number[] = []
+  let kind: RecordKind | null = null
+  const buf = chunk.bytes
+  let s = 0
+  let rel = 0
   try {
-    await forEachLineBytesAsync(
-      input,
-      (buf, s, e, index, offset) => {
-        if (e === s) return
-        if ((index & 4095) === 0) progress(offset, total)
-        records++
+    while (s < buf.length) {
+      let e = buf.indexOf(10, s)
+      if (e < 0) e = buf.length
+      const index = chunk.firstLine + rel
+      if (e > s) {
         let record: CanonicalRecord | undefined
         const parse = () => {
           record ??= JSON.parse(buf.toString("utf8", s, e)) as CanonicalRecord
           return record
         }
-        if (recordKind === undefined) recordKind = kindOf(parse())
+        if (kind === null) kind = kindOf(parse())
         let u: number
         if (groupPath !== undefined) {
           const g = get(parse(), groupPath)
@@ -156,7 +189,6 @@ export const splitFile = async (
           u = uniform(key, 0, o.seed)
         }
         const split = splitOf(u, ratios)
-        if (groups !== undefined && groups.addOrGet(key, 0, 1) < 0) groupsPerSplit[split]++
         if (strataPath !== undefined) {
           const v = get(parse(), strataPath)
           if (v === undefined)
@@ -167,41 +199,146 @@ export const splitFile = async (
             )
           const k = canonicalJson(v)
           let st = strata.get(k)
-          if (st === undefined && strata.size < MAX_STRATA) {
-            st = { value: v, counts: { train: 0, validation: 0, test: 0 } }
+          if (st === undefined) {
+            st = [k, v, { train: 0, validation: 0, test: 0 }]
             strata.set(k, st)
           }
-          if (st !== undefined) st.counts[split]++
+          st[2][split]++
         }
-        // leaks: the same normalised text in two splits
-        if (leakPrint === content && groupPath === undefined) {
-          leakKey.set(key)
-        } else leakPrint.line(buf, s, e, leakKey, 0)
-        const before = seen.addOrGet(leakKey, 0, BIT[split])
-        if (before >= 0 && (before & BIT[split]) === 0) {
-          const mask = before | BIT[split]
-          seen.setFound(mask)
-          for (const x of SPLITS) if ((before & BIT[x]) !== 0) leaks[pairOf(x, split)]++
-          if (leakExamples.length < 5)
-            leakExamples.push({
-              index,
-              splits: SPLITS.filter((x) => (mask & BIT[x]) !== 0),
-              text: preview(parse()),
-            })
-        }
+        if (leakPrint === content && groupPath === undefined) leakKey.set(key)
+        else leakPrint.line(buf, s, e, leakKey, 0)
+        rows.push(rel, SPLIT_INDEX[split], leakKey[0]!, leakKey[1]!, leakKey[2]!, leakKey[3]!)
+        if (groupPath !== undefined) rows.push(key[0]!, key[1]!, key[2]!, key[3]!)
         writers[split].lineBytes(buf, s, e)
-      },
-      signal,
-    )
+      }
+      s = e + 1
+      rel++
+    }
   } finally {
     for (const w of Object.values(writers)) w.close()
   }
-  progress(total, total)
-  const counts = {
-    train: writers.train.count,
-    validation: writers.validation.count,
-    test: writers.test.count,
+  if (rows.length % words !== 0) throw new Error("split: chunk rows out of step")
+  return { kind, records: Uint32Array.from(rows), strata: [...strata.values()] }
+}
+
+const packChunk = (dir: string, r: ChunkResult): string =>
+  packParts(path.join(dir, "chunk"), [
+    ["summary", JSON.stringify({ kind: r.kind, strata: r.strata })],
+    ["records", bytesOf(r.records)],
+    ...SPLITS.map((x) => [x, { file: path.join(dir, `${x}.jsonl`) }] as const),
+  ])
+
+const readChunk = (parts: Parts): ChunkResult => ({
+  ...(JSON.parse(readPartText(parts, "summary")) as Omit<ChunkResult, "records">),
+  records: readPartU32(parts, "records"),
+})
+
+/** The bytes of line `rel` of a chunk (for a leak's preview). */
+const lineOf = (chunk: Chunk, rel: number): string => {
+  let s = 0
+  for (let i = 0; i < rel; i++) s = chunk.bytes.indexOf(10, s) + 1
+  let e = chunk.bytes.indexOf(10, s)
+  if (e < 0) e = chunk.bytes.length
+  return chunk.bytes.toString("utf8", s, e)
+}
+
+/**
+ * Splits a Records file chunk by chunk (core/Chunks.ts). A record's split
+ * depends on nothing but the record, so each chunk is assigned on its own and
+ * its parts, counts and per-record fingerprints are kept under the chunk's
+ * digest; an append assigns only the new records. What spans chunks (leaks
+ * between splits, group counts, strata) is merged from the kept
+ * fingerprints in record order, so the outputs and the report are the same
+ * bytes as a full run's.
+ */
+export const splitFile = async (
+  input: string,
+  outputs: Record<SplitName, string>,
+  o: SplitParams,
+  signal: AbortSignal = new AbortController().signal,
+  progress: (done: number, total: number) => void = () => {},
+  cache?: ChunkCache,
+  reuse: ReuseCounter = new ReuseCounter(),
+): Promise<SplitSummary> => {
+  const ratios: Ratios = o.ratios
+  const problem = checkRatios(ratios)
+  if (problem !== undefined) throw new SplitError(`split: ${problem}`)
+  const total = fs.statSync(input).size
+  const seen = new Seen()
+  const groups = o.groupBy === undefined ? undefined : new Seen()
+  const groupsPerSplit: Record<SplitName, number> = { train: 0, validation: 0, test: 0 }
+  const strata = new Map<string, { value: unknown; counts: Record<SplitName, number> }>()
+  const leaks = { trainValidation: 0, trainTest: 0, validationTest: 0 }
+  const leakExamples: Array<{ index: number; splits: SplitName[]; text: string }> = []
+  const counts: Record<SplitName, number> = { train: 0, validation: 0, test: 0 }
+  const words = WORDS + (o.groupBy === undefined ? 0 : GROUP_WORDS)
+  const leakKey = new Uint32Array(4)
+  const key = new Uint32Array(4)
+  let records = 0
+  let recordKind: RecordKind | undefined
+  const fds = {
+    train: fs.openSync(outputs.train, "w"),
+    validation: fs.openSync(outputs.validation, "w"),
+    test: fs.openSync(outputs.test, "w"),
   }
+  const copyBuf = Buffer.allocUnsafe(4 * 1024 * 1024)
+  try {
+    await withChunkCache(cache, async (chunks) => {
+      const recipe = chunks.recipe(["records"])
+      let printers: Printers | undefined
+      for await (const chunk of chunksOf(input, chunkSizes(), signal)) {
+        const k = chunkKey(recipe, chunk.digest)
+        let file = chunks.get(k)
+        if (file !== undefined) reuse.hit()
+        else {
+          reuse.miss()
+          const fresh = chunks.scratch()
+          printers ??= printersFor(o)
+          file = chunks.put(k, packChunk(fresh, splitChunk(chunk, fresh, o, printers)))
+        }
+        const parts = openParts(file)
+        const r = readChunk(parts)
+        for (const x of SPLITS) copyPart(fds[x], parts, x, copyBuf)
+        if (recordKind === undefined && r.kind !== null) recordKind = r.kind
+        for (const [k2, value, c] of r.strata) {
+          let st = strata.get(k2)
+          if (st === undefined && strata.size < MAX_STRATA) {
+            st = { value, counts: { train: 0, validation: 0, test: 0 } }
+            strata.set(k2, st)
+          }
+          if (st !== undefined) for (const x of SPLITS) st.counts[x] += c[x]
+        }
+        const rows = r.records
+        for (let at = 0; at < rows.length; at += words) {
+          records++
+          const split = SPLITS[rows[at + 1]!]!
+          counts[split]++
+          if (groups !== undefined) {
+            key.set(rows.subarray(at + WORDS, at + WORDS + GROUP_WORDS))
+            if (groups.addOrGet(key, 0, 1) < 0) groupsPerSplit[split]++
+          }
+          // leaks: the same normalised text in two splits
+          leakKey.set(rows.subarray(at + 2, at + 6))
+          const before = seen.addOrGet(leakKey, 0, BIT[split])
+          if (before >= 0 && (before & BIT[split]) === 0) {
+            const mask = before | BIT[split]
+            seen.setFound(mask)
+            for (const x of SPLITS) if ((before & BIT[x]) !== 0) leaks[pairOf(x, split)]++
+            if (leakExamples.length < 5)
+              leakExamples.push({
+                index: chunk.firstLine + rows[at]!,
+                splits: SPLITS.filter((x) => (mask & BIT[x]) !== 0),
+                text: preview(JSON.parse(lineOf(chunk, rows[at]!)) as CanonicalRecord),
+              })
+          }
+        }
+        progress(chunk.offset + chunk.bytes.length, total)
+      }
+    })
+  } finally {
+    for (const fd of Object.values(fds)) fs.closeSync(fd)
+  }
+  progress(total, total)
   let strataSummary: SplitSummary["strata"]
   if (o.stratifyBy !== undefined) {
     let maxDeviation = 0
@@ -233,13 +370,18 @@ export const run = (
     try: async (signal) => {
       const o = ctx.params
       const input = ctx.inputs.records
+      const reuse = new ReuseCounter()
       const summary = await splitFile(
         input.path,
         { train: ctx.output("train"), validation: ctx.output("validation"), test: ctx.output("test") },
         o,
         AbortSignal.any([signal, ctx.signal]),
         (d, t) => ctx.progress(d, t),
+        ctx.chunks,
+        reuse,
       )
+      ctx.log(describeReuse("split", "assign", reuse.value))
+      ctx.annotate({ chunks: reuse.value })
       const recordKind =
         summary.recordKind ??
         (input.meta as { recordKind?: RecordKind } | undefined)?.recordKind ??

@@ -6,14 +6,30 @@
  * by a few batches, the packer's open sequences and one count per length.
  */
 import * as fs from "node:fs"
+import * as path from "node:path"
 import { Effect } from "effect"
+import {
+  bytesOf,
+  type Chunk,
+  type ChunkCache,
+  type ChunkReuse,
+  chunkKey,
+  chunkSizes,
+  chunksOf,
+  describeReuse,
+  openParts,
+  packParts,
+  ReuseCounter,
+  readPartI32,
+  readPartU32,
+} from "../../core/Chunks.ts"
 import { type Failure, fromPromise, type OutputMeta, type StepContext, StepError } from "../../core/Plugin.ts"
 import { buildExample, type Example } from "./Example.ts"
 import type { TokenizeParams, tokenizeInputs, tokenizeOutputs } from "./index.ts"
 import { type Bucket, type Distribution, LengthStats, lengthEdges } from "./LengthStats.ts"
 import { collectGarbage } from "./NativeMemory.ts"
 import { Packer } from "./Packer.ts"
-import { type Line, parseRecord, readLines } from "./RecordReader.ts"
+import { type Line, parseRecord } from "./RecordReader.ts"
 import { makeRenderer, type Part, TemplateError } from "./Template.ts"
 import { loadTokenizer, type TextTokenizer } from "./Tokenizer.ts"
 import { type TokensMeta, TokensWriter } from "./TokensFile.ts"
@@ -31,6 +47,9 @@ export interface TokenizeOptions {
   readonly signal?: AbortSignal
   readonly log?: (line: string) => void
   readonly progress?: (done: number, total?: number, detail?: string) => void
+  /** The store's chunk cache: chunks whose records were encoded before are not encoded again. */
+  readonly chunks?: ChunkCache
+  readonly onReuse?: (reuse: ChunkReuse) => void
 }
 
 export interface Sample {
@@ -93,6 +112,62 @@ interface Batch {
   readonly items: Item[]
   readonly texts: string[]
   readonly continued: boolean[]
+  /** Lines (in record order with the items) that have no reply to train on. */
+  readonly noReply: number[]
+}
+
+/** Per record of a chunk: its line (relative to the chunk) and its example's length, or NO_REPLY. */
+interface EncodedChunk {
+  readonly items: number[]
+  readonly ids: number[]
+  readonly labels: number[]
+}
+interface StoredChunk {
+  readonly items: Uint32Array
+  readonly ids: Uint32Array
+  readonly labels: Int32Array
+}
+const NO_REPLY = 0xffffffff
+
+const packEncoded = (file: string, c: StoredChunk): string =>
+  packParts(file, [
+    ["items", bytesOf(c.items)],
+    ["ids", bytesOf(c.ids)],
+    ["labels", bytesOf(c.labels)],
+  ])
+
+const readEncoded = (file: string): StoredChunk => {
+  const p = openParts(file)
+  return { items: readPartU32(p, "items"), ids: readPartU32(p, "ids"), labels: readPartI32(p, "labels") }
+}
+
+const BATCH_BYTES = 256 * 1024
+
+/** The non-empty lines of a chunk (CR before LF dropped), with their 1-based line numbers in the file, in batches. */
+function* linesOf(chunk: Chunk): Generator<Line[]> {
+  const buf = chunk.bytes
+  let batch: Line[] = []
+  let size = 0
+  let start = 0
+  let lineNo = chunk.firstLine
+  while (start < buf.length) {
+    let nl = buf.indexOf(10, start)
+    if (nl < 0) nl = buf.length
+    lineNo++
+    const stop = nl > start && buf[nl - 1] === 13 ? nl - 1 : nl
+    if (stop > start) {
+      batch.push({ line: lineNo, text: buf.toString("utf8", start, stop) })
+      size += stop - start
+      // Small batches keep the tokenizer's native allocations small: big ones fragment its heap for good.
+      if (size >= BATCH_BYTES) {
+        yield batch
+        batch = []
+        size = 0
+      }
+    }
+    start = nl + 1
+  }
+  if (batch.length > 0) yield batch
 }
 
 const PIPELINE_DEPTH = 2
@@ -190,8 +265,8 @@ export const tokenizeRecords = async (
     const items: Item[] = []
     const texts: string[] = []
     const continued: boolean[] = []
+    const noReplies: number[] = []
     for (const line of lines) {
-      records++
       const record = parseRecord(o.recordsFile, line)
       let parts: Part[]
       try {
@@ -205,8 +280,7 @@ export const tokenizeRecords = async (
         })
       }
       if (!parts.some((x) => x.train)) {
-        noReply++
-        if (noReplyLines.length < LINES_KEPT) noReplyLines.push(line.line)
+        noReplies.push(line.line)
         continue
       }
       items.push({ line: line.line, parts, first: texts.length })
@@ -215,23 +289,32 @@ export const tokenizeRecords = async (
         continued.push(i > 0)
       })
     }
-    return { items, texts, continued }
+    return { items, texts, continued, noReply: noReplies }
   }
 
   let sinceCollect = 0
-  const consume = (batch: Batch, ids: number[][]) => {
-    for (const x of ids) sinceCollect += x.length
-    for (const item of batch.items) {
-      const partIds = ids.slice(item.first, item.first + item.parts.length)
-      accept(item.line, buildExample(item.parts, partIds, exampleOptions))
-    }
-  }
+  const reuse = new ReuseCounter()
 
-  // Batch k is parsed and rendered while batch k - 1 is encoded off the main thread.
-  const stream = async () => {
+  // Chunk by chunk (core/Chunks.ts): a chunk's encoded examples are cached under its sub-key, and
+  // the rest (overflow policy, packing, writing) replays over every chunk in order, so the output
+  // is the same bytes whichever chunks were reused. Within a chunk to encode, batch k is parsed and
+  // rendered while batch k - 1 is encoded off the main thread.
+  const encodeChunk = async (chunk: Chunk): Promise<EncodedChunk> => {
+    const out: EncodedChunk = { items: [], ids: [], labels: [] }
+    const take = (batch: Batch, ids: number[][]) => {
+      for (const x of ids) sinceCollect += x.length
+      for (const noReplyLine of batch.noReply) out.items.push(noReplyLine - chunk.firstLine, NO_REPLY)
+      batch.noReply.length = 0
+      for (const item of batch.items) {
+        const partIds = ids.slice(item.first, item.first + item.parts.length)
+        const e = buildExample(item.parts, partIds, exampleOptions)
+        out.items.push(item.line - chunk.firstLine, e.ids.length)
+        for (const id of e.ids) out.ids.push(id)
+        for (const l of e.labels) out.labels.push(l)
+      }
+    }
     const inflight: Array<{ batch: Batch; ids: Promise<number[][]> }> = []
-    let position = 0
-    for await (const lines of readLines(o.recordsFile)) {
+    for (const lines of linesOf(chunk)) {
       if (o.signal?.aborted) throw new StepError({ message: "tokenize was interrupted" })
       const batch = prepare(lines)
       const ids = tok.encodeBatch(batch.texts, batch.continued)
@@ -239,16 +322,65 @@ export const tokenizeRecords = async (
       inflight.push({ batch, ids })
       if (inflight.length >= PIPELINE_DEPTH) {
         const next = inflight.shift()!
-        consume(next.batch, await next.ids)
+        take(next.batch, await next.ids)
       }
-      for (const l of lines) position += Buffer.byteLength(l.text) + 1
       if (tok.type === "huggingface" && sinceCollect >= COLLECT_EVERY_TOKENS) {
         collectGarbage()
         sinceCollect = 0
       }
-      o.progress?.(Math.min(position, totalBytes), totalBytes, `${records} records`)
     }
-    for (const next of inflight.splice(0)) consume(next.batch, await next.ids)
+    for (const next of inflight.splice(0)) take(next.batch, await next.ids)
+    return out
+  }
+
+  const replay = (chunk: Chunk, enc: StoredChunk) => {
+    let at = 0
+    for (let i = 0; i < enc.items.length; i += 2) {
+      records++
+      const line = enc.items[i]! + chunk.firstLine
+      const n = enc.items[i + 1]!
+      if (n === NO_REPLY) {
+        noReply++
+        if (noReplyLines.length < LINES_KEPT) noReplyLines.push(line)
+        continue
+      }
+      accept(line, {
+        ids: Array.from(enc.ids.subarray(at, at + n)),
+        labels: Array.from(enc.labels.subarray(at, at + n)),
+      })
+      at += n
+    }
+  }
+
+  const stream = async () => {
+    const cache = o.chunks
+    const recipe = cache?.recipe(["records"])
+    for await (const chunk of chunksOf(o.recordsFile, chunkSizes(), o.signal)) {
+      if (o.signal?.aborted) throw new StepError({ message: "tokenize was interrupted" })
+      const key = recipe === undefined ? undefined : chunkKey(recipe, chunk.digest)
+      const hit = key === undefined ? undefined : cache!.get(key)
+      let enc: StoredChunk
+      if (hit !== undefined) {
+        reuse.hit()
+        enc = readEncoded(hit)
+      } else {
+        reuse.miss()
+        const fresh = await encodeChunk(chunk)
+        enc = {
+          items: Uint32Array.from(fresh.items),
+          ids: Uint32Array.from(fresh.ids),
+          labels: Int32Array.from(fresh.labels),
+        }
+        if (cache !== undefined && key !== undefined)
+          cache.put(key, packEncoded(path.join(cache.scratch(), "chunk"), enc))
+      }
+      replay(chunk, enc)
+      o.progress?.(
+        Math.min(chunk.offset + chunk.bytes.length, totalBytes),
+        totalBytes,
+        `${records} records, ${reuse.computed} of ${reuse.chunks} chunks encoded`,
+      )
+    }
   }
 
   const start = performance.now()
@@ -273,6 +405,8 @@ export const tokenizeRecords = async (
   })
 
   const seconds = (performance.now() - start) / 1000
+  o.log?.(describeReuse("tokenize", "encode", reuse.value))
+  o.onReuse?.(reuse.value)
   o.log?.(
     `${records} records -> ${meta.count} sequences, ${meta.tokens} tokens in ${seconds.toFixed(1)} s ` +
       `(${(totalBytes / 1e6 / seconds).toFixed(2)} MB/s, ${Math.round(records / seconds)} records/s)`,
@@ -359,6 +493,8 @@ export const run = (ctx: Context): Effect.Effect<OutputMeta<typeof tokenizeOutpu
         signal,
         log: ctx.log,
         progress: ctx.progress,
+        ...(ctx.chunks === undefined ? {} : { chunks: ctx.chunks }),
+        onReuse: (chunks) => ctx.annotate({ chunks }),
       }),
     ),
     ({ meta }) => ({

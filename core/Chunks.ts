@@ -1,0 +1,411 @@
+/**
+ * Chunked, incremental data steps.
+ *
+ * A line-based input (a Records file, a JSONL or text source) is cut into
+ * content-defined chunks at line ends. The cut after a line depends only on
+ * that line's own bytes and on how far the chunk has grown since the last
+ * cut: past `min` bytes, a line ends the chunk when a 32-bit hash of its
+ * bytes falls under a threshold proportional to its length (so the average
+ * chunk is about `target` bytes whatever the line lengths), and any line
+ * reaching `max` ends it. An append, insert or edit therefore moves only the
+ * cuts near it: the chunks before it are the same bytes, and the ones after
+ * it fall back onto the same cuts within a chunk or two.
+ *
+ * A chunk's digest is the SHA-256 of its bytes. Its work is cached under a
+ * sub-key (chunkKey): the step's recipe (core/StepKey.ts chunkRecipe: its
+ * key less the chunked input), the chunk digest, and for a step that carries
+ * state from chunk to chunk, the digest of that state (a chain over the
+ * chunks before it). A chunk result is an object in the store (a directory),
+ * committed the moment it is done (object first, then its row, in one
+ * transaction: cache/Store.ts chunkCommit), so a killed step leaves its
+ * finished chunks for the next run. The store records which run and node
+ * used each entry; gc keeps the entries of kept runs and collects the rest,
+ * and verify re-hashes them like every object.
+ *
+ * A step's output is assembled from its chunks' parts in order, so it is
+ * byte-identical to what the same step writes from scratch on the same
+ * input: the chunk size changes what is reused, never the output.
+ *
+ * The target size comes from TUNEGRAPH_CHUNK_BYTES (default 2 MiB): it is a
+ * knob for reuse granularity, not an ingredient of any key.
+ */
+import { createHash } from "node:crypto"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+
+export interface ChunkSizes {
+  readonly target: number
+  readonly min: number
+  readonly max: number
+}
+
+export const DEFAULT_CHUNK_BYTES = 2 * 1024 * 1024
+
+export const chunkSizes = (
+  target = Number(process.env.TUNEGRAPH_CHUNK_BYTES ?? DEFAULT_CHUNK_BYTES),
+): ChunkSizes => {
+  const t = Number.isFinite(target) && target >= 64 ? Math.floor(target) : DEFAULT_CHUNK_BYTES
+  return { target: t, min: Math.floor(t / 4), max: t * 4 }
+}
+
+export interface Chunk {
+  /** 0-based position of the chunk in the file. */
+  readonly index: number
+  /** 0-based index of its first line in the file. */
+  readonly firstLine: number
+  /** Lines in it (a final line without a newline counts). */
+  readonly lines: number
+  /** Byte offset of the chunk in the file. */
+  readonly offset: number
+  /** Its bytes, newlines included. */
+  readonly bytes: Buffer
+  /** SHA-256 of its bytes, hex. */
+  readonly digest: string
+}
+
+/** A 32-bit hash of a line, from at most its first and last 128 bytes and its length (murmur3 mixing). */
+const lineHash = (buf: Buffer, s: number, e: number): number => {
+  const len = e - s
+  let h = 0x9747b28c ^ len
+  const mix = (from: number, to: number) => {
+    let i = from
+    for (; i + 4 <= to; i += 4) {
+      let k = buf[i]! | (buf[i + 1]! << 8) | (buf[i + 2]! << 16) | (buf[i + 3]! << 24)
+      k = Math.imul(k, 0xcc9e2d51)
+      k = (k << 15) | (k >>> 17)
+      h ^= Math.imul(k, 0x1b873593)
+      h = (h << 13) | (h >>> 19)
+      h = (Math.imul(h, 5) + 0xe6546b64) | 0
+    }
+    for (; i < to; i++) h = Math.imul(h ^ buf[i]!, 0x01000193)
+  }
+  if (len <= 256) mix(s, e)
+  else {
+    mix(s, s + 128)
+    mix(e - 128, e)
+  }
+  h ^= h >>> 16
+  h = Math.imul(h, 0x85ebca6b)
+  h ^= h >>> 13
+  h = Math.imul(h, 0xc2b2ae35)
+  h ^= h >>> 16
+  return h >>> 0
+}
+
+const READ = 4 * 1024 * 1024
+
+/**
+ * The chunks of a line-based file, in order, read in large blocks. Memory
+ * holds one block and one chunk (at most `max` bytes plus one line). Yields
+ * to the event loop between blocks; `signal` is checked there.
+ */
+export async function* chunksOf(
+  file: string,
+  sizes: ChunkSizes = chunkSizes(),
+  signal?: AbortSignal,
+): AsyncGenerator<Chunk> {
+  const fh = await fs.promises.open(file, "r")
+  const span = sizes.target - sizes.min
+  let parts: Buffer[] = []
+  let partBytes = 0
+  let hash = createHash("sha256")
+  let index = 0
+  let firstLine = 0
+  let lines = 0
+  let offset = 0
+  const cut = (): Chunk => {
+    const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts, partBytes)
+    const c: Chunk = { index: index++, firstLine, lines, offset, bytes, digest: hash.digest("hex") }
+    offset += partBytes
+    firstLine += lines
+    lines = 0
+    parts = []
+    partBytes = 0
+    hash = createHash("sha256")
+    return c
+  }
+  try {
+    let carry: Buffer = Buffer.alloc(0)
+    for (;;) {
+      signal?.throwIfAborted()
+      const block = Buffer.allocUnsafe(READ)
+      const { bytesRead } = await fh.read(block, 0, READ, null)
+      const eof = bytesRead === 0
+      const buf =
+        carry.length === 0
+          ? block.subarray(0, bytesRead)
+          : Buffer.concat([carry, block.subarray(0, bytesRead)])
+      let start = 0 // start of the bytes of buf not yet in a part
+      let lineStart = 0
+      const out: Chunk[] = []
+      for (;;) {
+        const nl = buf.indexOf(10, lineStart)
+        if (nl < 0) break
+        lines++
+        const lineEnd = nl + 1
+        const grown = partBytes + (lineEnd - start)
+        if (
+          grown >= sizes.max ||
+          (grown >= sizes.min && lineHash(buf, lineStart, nl) / 4294967296 < (lineEnd - lineStart) / span)
+        ) {
+          const piece = buf.subarray(start, lineEnd)
+          parts.push(Buffer.from(piece))
+          partBytes += piece.length
+          hash.update(piece)
+          out.push(cut())
+          start = lineEnd
+        }
+        lineStart = lineEnd
+      }
+      if (start < lineStart) {
+        const piece = buf.subarray(start, lineStart)
+        parts.push(Buffer.from(piece))
+        partBytes += piece.length
+        hash.update(piece)
+      }
+      carry = Buffer.from(buf.subarray(lineStart))
+      for (const c of out) yield c
+      if (eof) {
+        if (carry.length > 0) {
+          lines++
+          parts.push(carry)
+          partBytes += carry.length
+          hash.update(carry)
+        }
+        if (partBytes > 0) yield cut()
+        return
+      }
+    }
+  } finally {
+    await fh.close()
+  }
+}
+
+/** The sub-key of one chunk's work: recipe, chunk digest and, for a stateful step, the state carried in. */
+export const chunkKey = (recipe: string, chunkDigest: string, state?: string): string =>
+  createHash("sha256")
+    .update(`tunegraph-chunk/1\n${recipe}\n${chunkDigest}\n${state ?? ""}`)
+    .digest("hex")
+
+/** The state after one more chunk, as a chain: H(previous state, chunk digest). */
+export const chainState = (previous: string, chunkDigest: string): string =>
+  createHash("sha256").update(`${previous}\n${chunkDigest}`).digest("hex")
+
+/**
+ * What the engine gives a chunked step (StepContext.chunks): the store's
+ * chunk index, without the store. Plugins know files, never SQLite.
+ */
+export interface ChunkCache {
+  /** The step's recipe: its key without the digests of the `chunked` inputs (the rest still count). */
+  readonly recipe: (chunked: ReadonlyArray<string>) => string
+  /** The stored result of a chunk (a read-only file of parts), or undefined. Records that this run used it. */
+  readonly get: (key: string) => string | undefined
+  /** Commits a finished chunk result (a file the step wrote, see packParts) and returns its stored path. */
+  readonly put: (key: string, file: string) => string
+  /** A fresh directory to write one chunk's parts into. */
+  readonly scratch: () => string
+}
+
+/** How much of a chunked step was reused: for the log, the report and the run summary. */
+export interface ChunkReuse {
+  readonly chunks: number
+  readonly reused: number
+  readonly computed: number
+}
+
+/** "tokenize: 2 of 412 chunks to encode (410 reused)" */
+export const describeReuse = (step: string, verb: string, r: ChunkReuse): string =>
+  `${step}: ${r.computed} of ${r.chunks} chunk${r.chunks === 1 ? "" : "s"} to ${verb} (${r.reused} reused)`
+
+/** Counts reuse as a step goes. */
+export class ReuseCounter {
+  chunks = 0
+  reused = 0
+  get computed(): number {
+    return this.chunks - this.reused
+  }
+  hit(): void {
+    this.chunks++
+    this.reused++
+  }
+  miss(): void {
+    this.chunks++
+  }
+  get value(): ChunkReuse {
+    return { chunks: this.chunks, reused: this.reused, computed: this.computed }
+  }
+}
+
+/**
+ * A chunk cache that keeps nothing (a step run outside the engine, or a test
+ * of the step's body): every chunk is computed.
+ */
+export const noChunkCache = (scratchRoot: string): ChunkCache => {
+  let n = 0
+  let last: string | undefined
+  return {
+    recipe: () => "none",
+    get: () => undefined,
+    put: (_key, file) => file,
+    // Nothing is kept: a chunk's result is read before the next chunk asks for a directory.
+    scratch: () => {
+      if (last !== undefined) fs.rmSync(last, { recursive: true, force: true })
+      last = path.join(scratchRoot, `chunk-${n++}`)
+      fs.mkdirSync(last, { recursive: true })
+      return last
+    },
+  }
+}
+
+/** Runs `f` with `cache`, or without one with a private temporary directory removed afterwards. */
+export const withChunkCache = async <A>(
+  cache: ChunkCache | undefined,
+  f: (cache: ChunkCache) => Promise<A>,
+): Promise<A> => {
+  if (cache !== undefined) return f(cache)
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tunegraph-chunks-"))
+  try {
+    return await f(noChunkCache(dir))
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+const COPY = 4 * 1024 * 1024
+
+/** Appends a file's bytes to an open file, a block at a time (a chunk's part onto the step's output). */
+export const appendFile = (fd: number, file: string, buf: Buffer = Buffer.allocUnsafe(COPY)) => {
+  const src = fs.openSync(file, "r")
+  try {
+    for (;;) {
+      const n = fs.readSync(src, buf, 0, buf.length, null)
+      if (n === 0) return
+      let off = 0
+      while (off < n) off += fs.writeSync(fd, buf, off, n - off)
+    }
+  } finally {
+    fs.closeSync(src)
+  }
+}
+
+// ---------------------------------------------------------------- chunk result files
+
+const MAGIC = "tunegraph-chunk/1\n"
+
+export type PartSource = string | Uint8Array | { readonly file: string }
+
+/**
+ * Writes one chunk result: a header line naming each part and its length,
+ * then the parts' bytes in order. One file per chunk keeps a commit to one
+ * fsync (a directory of parts costs one per file).
+ */
+export const packParts = (dest: string, parts: ReadonlyArray<readonly [string, PartSource]>): string => {
+  const bytes = parts.map(([name, src]): [string, Uint8Array | string, number] => {
+    if (typeof src === "string") {
+      const b = Buffer.from(src)
+      return [name, b, b.length]
+    }
+    if (src instanceof Uint8Array) return [name, src, src.byteLength]
+    return [name, src.file, fs.statSync(src.file).size]
+  })
+  const header = `${MAGIC}${JSON.stringify(bytes.map(([n, , len]) => [n, len]))}\n`
+  const fd = fs.openSync(dest, "w")
+  try {
+    const h = Buffer.from(header)
+    fs.writeSync(fd, h, 0, h.length)
+    for (const [, b] of bytes) {
+      if (typeof b === "string") appendFile(fd, b)
+      else {
+        let off = 0
+        while (off < b.byteLength) off += fs.writeSync(fd, b, off, b.byteLength - off)
+      }
+    }
+  } finally {
+    fs.closeSync(fd)
+  }
+  return dest
+}
+
+/** A typed array's bytes, for packParts. */
+export const bytesOf = (a: Uint32Array | Int32Array): Uint8Array =>
+  new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
+
+export interface Parts {
+  readonly file: string
+  readonly index: ReadonlyMap<string, { readonly offset: number; readonly length: number }>
+}
+
+/** The parts of a chunk result file (reads only its header). */
+export const openParts = (file: string): Parts => {
+  const fd = fs.openSync(file, "r")
+  try {
+    const head = Buffer.allocUnsafe(64 * 1024)
+    const n = fs.readSync(fd, head, 0, head.length, 0)
+    const text = head.toString("latin1", 0, n)
+    const second = text.indexOf("\n", MAGIC.length)
+    if (!text.startsWith(MAGIC) || second < 0) throw new Error(`${file}: not a tunegraph chunk result`)
+    const list = JSON.parse(text.slice(MAGIC.length, second)) as Array<[string, number]>
+    const index = new Map<string, { offset: number; length: number }>()
+    let offset = second + 1
+    for (const [name, length] of list) {
+      index.set(name, { offset, length })
+      offset += length
+    }
+    return { file, index }
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+const partOf = (p: Parts, name: string) => {
+  const at = p.index.get(name)
+  if (at === undefined) throw new Error(`${p.file}: no part "${name}"`)
+  return at
+}
+
+/** One part's bytes (an aligned copy, so typed arrays can view it). */
+export const readPart = (p: Parts, name: string): Buffer => {
+  const at = partOf(p, name)
+  const buf = Buffer.alloc(at.length)
+  const fd = fs.openSync(p.file, "r")
+  try {
+    let off = 0
+    while (off < at.length) {
+      const n = fs.readSync(fd, buf, off, at.length - off, at.offset + off)
+      if (n === 0) throw new Error(`${p.file}: part "${name}" is cut short`)
+      off += n
+    }
+  } finally {
+    fs.closeSync(fd)
+  }
+  return buf
+}
+
+export const readPartText = (p: Parts, name: string): string => readPart(p, name).toString("utf8")
+export const readPartU32 = (p: Parts, name: string): Uint32Array => {
+  const b = readPart(p, name)
+  return new Uint32Array(b.buffer, b.byteOffset, b.byteLength / 4)
+}
+export const readPartI32 = (p: Parts, name: string): Int32Array => {
+  const b = readPart(p, name)
+  return new Int32Array(b.buffer, b.byteOffset, b.byteLength / 4)
+}
+
+/** Appends one part to an open file, a block at a time (a chunk's records onto the step's output). */
+export const copyPart = (fd: number, p: Parts, name: string, buf: Buffer = Buffer.allocUnsafe(COPY)) => {
+  const at = partOf(p, name)
+  const src = fs.openSync(p.file, "r")
+  try {
+    let done = 0
+    while (done < at.length) {
+      const n = fs.readSync(src, buf, 0, Math.min(buf.length, at.length - done), at.offset + done)
+      if (n === 0) throw new Error(`${p.file}: part "${name}" is cut short`)
+      let off = 0
+      while (off < n) off += fs.writeSync(fd, buf, off, n - off)
+      done += n
+    }
+  } finally {
+    fs.closeSync(src)
+  }
+}
