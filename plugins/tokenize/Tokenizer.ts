@@ -346,7 +346,8 @@ class HfTokenizer implements TextTokenizer {
       if (typeof v === "boolean") return v
       throw tokenizerError(cfg, `${cfg}: ${field} must be true or false, got ${JSON.stringify(v)}`, { field })
     }
-    const addsBos = bosId !== undefined && (flag(config.add_bos_token, "add_bos_token") ?? probe[0] === bosId)
+    const addBosFlag = flag(config.add_bos_token, "add_bos_token")
+    const addsBos = bosId !== undefined && (addBosFlag ?? probe[0] === bosId)
     const addsEos = flag(config.add_eos_token, "add_eos_token") ?? probe[probe.length - 1] === eosId
     const vocabSize = native.getVocabSize(true)
     const eosIds = [...new Set([eosId, ...(dir === undefined ? [] : generationEosIds(dir, vocabSize))])]

@@ -10,7 +10,7 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
-import { preparePrompts } from "../../../plugins/eval/Prompts.ts"
+import { defaultStops, preparePrompts } from "../../../plugins/eval/Prompts.ts"
 import type { Message } from "../../../plugins/tokenize/RecordReader.ts"
 import { makeRenderer, tokenizerTemplateOptions } from "../../../plugins/tokenize/Template.ts"
 import { loadTokenizer } from "../../../plugins/tokenize/Tokenizer.ts"
@@ -129,6 +129,7 @@ interface Reference {
     {
       readonly dir: string
       readonly eos: number[]
+      readonly eos_tokens: string[]
       readonly bos_id: number | null
       readonly adds_bos: boolean
       readonly cases: Array<{ name: string; full: Rendered; prompt: Rendered }>
@@ -152,6 +153,8 @@ describe.skipIf(!ready)("a model directory's chat template, as transformers' app
       const fam = ref.families[family]
       const tok = await loadTokenizer(fam.dir)
       expect([...tok.eosIds].sort()).toEqual([...fam.eos].sort())
+      // eval stops at every one of them, as ids and as text.
+      expect(defaultStops("chat_template", tok).sort()).toEqual([...fam.eos_tokens].sort())
       expect(tok.addsBos).toBe(fam.adds_bos)
       expect(tok.chatTemplate).toBe(
         fs.readFileSync(

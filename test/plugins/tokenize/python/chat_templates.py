@@ -119,6 +119,7 @@ for name, f in FAMILIES.items():
         "dir": d,
         "cases": cases,
         "eos": [ref.convert_tokens_to_ids(t) for t in f.get("eos_ids", [f["tokens"]["eos_token"]])],
+        "eos_tokens": f.get("eos_ids", [f["tokens"]["eos_token"]]),
         "bos_id": ref.bos_token_id,
         "adds_bos": ref("x")["input_ids"][0] == ref.bos_token_id if ref.bos_token_id is not None else False,
     }
