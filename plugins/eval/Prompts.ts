@@ -28,13 +28,15 @@ export interface PromptSet {
   readonly noReply: number
 }
 
-/** Strings that end a generated answer, by template, when the eval names none. */
-export const defaultStops = (template: TemplateName): string[] => {
+/** Strings that end a generated answer, by template, when the eval names none; with the model's own template, its EOS tokens. */
+export const defaultStops = (template: TemplateName, tok?: Pick<TextTokenizer, "eosTokens">): string[] => {
   switch (template) {
     case "alpaca":
       return ["### Instruction:", "### Input:", "### Response:"]
     case "chatml":
       return ["<|im_end|>", "<|im_start|>"]
+    case "chat_template":
+      return [...(tok?.eosTokens ?? [])]
     default:
       return []
   }
@@ -71,7 +73,13 @@ export const preparePrompts = async (
         noReply++
         continue
       }
-      found.push({ index: records, record, texts: parts.slice(0, last).map((p) => p.text), reference })
+      // A chat template's own generation prompt for the conversation so far (apply_chat_template with
+      // add_generation_prompt); the other formats' parts before the reply, tokenized as the tokenize step did.
+      const texts =
+        renderer.name === "chat_template"
+          ? [renderer.prompt(record) ?? ""]
+          : parts.slice(0, last).map((p) => p.text)
+      found.push({ index: records, record, texts, reference })
       if (found.length >= limit) break
     }
   const texts = found.flatMap((f) => f.texts)
@@ -79,9 +87,11 @@ export const preparePrompts = async (
   const encoded = texts.length === 0 ? [] : await tok.encodeBatch(texts, continued)
   let at = 0
   const prompts = found.map((f): Prompt => {
-    const ids = bosId === undefined ? [] : [bosId]
-    for (const part of encoded.slice(at, at + f.texts.length)) ids.push(...part)
+    const own: number[] = []
+    for (const part of encoded.slice(at, at + f.texts.length)) own.push(...part)
     at += f.texts.length
+    // BOS once, also when the template writes it.
+    const ids = bosId === undefined || own[0] === bosId ? own : [bosId, ...own]
     return { index: f.index, record: f.record, text: f.texts.join(""), ids, reference: f.reference }
   })
   return { prompts, records, noReply }

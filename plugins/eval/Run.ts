@@ -14,6 +14,7 @@ import {
   TEMPLATES as TEMPLATE_NAMES,
   TemplateError,
   type TemplateName,
+  tokenizerTemplateOptions,
 } from "../tokenize/Template.ts"
 import { loadTokenizer } from "../tokenize/Tokenizer.ts"
 import { readTokens, type TokensData } from "../tokenize/TokensFile.ts"
@@ -259,11 +260,9 @@ const scoreAll = async (
   const tok = await loadTokenizer(ctx.inputs.tokenizer.path)
   // How prompts are rendered, settled before any model work.
   const template = promptTemplate(ctx, data.meta.format)
-  const renderer = await makeRenderer(template, {
-    chatTemplate: tok.chatTemplate,
-    bosToken: tok.bosToken,
-    eosToken: tok.eosToken,
-  }).catch((e: unknown) => fail(e instanceof TemplateError ? e.message : String(e), "template"))
+  const renderer = await makeRenderer(template, tokenizerTemplateOptions(tok, p.templateKwargs)).catch(
+    (e: unknown) => fail(e instanceof TemplateError ? e.message : String(e), "template"),
+  )
   const addBos =
     p.addBos !== "auto"
       ? p.addBos
@@ -292,8 +291,9 @@ const scoreAll = async (
           ).catch((e: unknown) =>
             fail(`${records.path}: ${e instanceof Error ? e.message : String(e)}`, "prompts"),
           )
-    const stops = p.stop ?? defaultStops(template)
-    const stopIds = [...new Set([tok.eosId, ...eosIds(baseConfig), baseConfig.bosId])]
+    const stops = p.stop ?? defaultStops(template, tok)
+    // Every EOS id of the tokenizer, generation_config.json and config.json (Llama 3 ends a turn with <|eot_id|>, not <|end_of_text|>).
+    const stopIds = [...new Set([...tok.eosIds, ...eosIds(baseConfig), baseConfig.bosId])]
     const fits = set.prompts.filter((x) => x.ids.length < baseConfig.maxSeqLen)
     const samples: Sample[] = []
     for (const [i, prompt] of fits.entries()) {

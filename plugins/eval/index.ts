@@ -46,7 +46,9 @@ export const EvalParams = Schema.Struct({
   maxNewTokens: Schema.Int.check(Schema.isGreaterThan(0)).pipe(withDefault(64)),
   /** Test sequences scored for the loss (from the first); 0 means all. */
   maxLossSequences: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)).pipe(withDefault(0)),
-  /** Strings that end an answer; the template's turn markers when absent. */
+  /** Variables for the chat template, as apply_chat_template's keyword arguments (enable_thinking, date_string, ...). */
+  templateKwargs: Schema.optionalKey(Schema.Record(Schema.String, Schema.Unknown)),
+  /** Strings that end an answer; the template's turn markers (and the model's EOS tokens with chat_template) when absent. */
   stop: Schema.optionalKey(Schema.Array(Schema.String)),
   /** Extracts the answer from output and reference for the `regex` score (group 1, else the match). */
   regex: Schema.optionalKey(

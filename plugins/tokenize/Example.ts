@@ -15,10 +15,15 @@ export interface Example {
 }
 
 export interface ExampleOptions {
-  /** Prepended (never in the loss) when defined. */
+  /** Prepended (never in the loss) when defined, unless the text already starts with it (a template that writes BOS). */
   readonly bosId: number | undefined
-  /** Appended and kept in the loss when defined, unless the text already ends with it. */
+  /**
+   * Appended and kept in the loss when defined, unless the text already ends with it or the last reply already
+   * holds one of `endIds` (a chat template's end of turn, such as <|im_end|> followed by a newline).
+   */
   readonly eosId: number | undefined
+  /** Every id that ends a reply (the tokenizer's EOS ids). */
+  readonly endIds?: ReadonlyArray<number>
   readonly trainOnInputs: boolean
 }
 
@@ -29,7 +34,8 @@ export const buildExample = (
 ): Example => {
   const ids: number[] = []
   const labels: number[] = []
-  if (o.bosId !== undefined) {
+  const firstId = partIds.find((p) => p.length > 0)?.[0]
+  if (o.bosId !== undefined && firstId !== o.bosId) {
     ids.push(o.bosId)
     labels.push(IGNORE)
   }
@@ -40,7 +46,11 @@ export const buildExample = (
       labels.push(train ? id : IGNORE)
     }
   })
-  if (o.eosId !== undefined && ids[ids.length - 1] !== o.eosId) {
+  let lastReply = parts.length - 1
+  while (lastReply >= 0 && !parts[lastReply]!.train) lastReply--
+  const ends = new Set([...(o.endIds ?? []), ...(o.eosId === undefined ? [] : [o.eosId])])
+  const replyEnds = lastReply >= 0 && partIds[lastReply]!.some((id) => ends.has(id))
+  if (o.eosId !== undefined && ids[ids.length - 1] !== o.eosId && !replyEnds) {
     ids.push(o.eosId)
     labels.push(o.eosId)
   }

@@ -29,8 +29,8 @@ import type { TokenizeParams, tokenizeInputs, tokenizeOutputs } from "./index.ts
 import { type Bucket, type Distribution, LengthStats, lengthEdges } from "./LengthStats.ts"
 import { collectGarbage } from "./NativeMemory.ts"
 import { Packer } from "./Packer.ts"
-import { type Line, parseRecord } from "./RecordReader.ts"
-import { makeRenderer, type Part, TemplateError } from "./Template.ts"
+import { type Line, parseRecord, readLines } from "./RecordReader.ts"
+import { makeRenderer, type Part, TemplateError, tokenizerTemplateOptions } from "./Template.ts"
 import { loadTokenizer, type TextTokenizer } from "./Tokenizer.ts"
 import { type TokensMeta, TokensWriter } from "./TokensFile.ts"
 
@@ -180,15 +180,17 @@ export const tokenizeRecords = async (
 ): Promise<{ meta: TokensMeta; report: TokenizeReport }> => {
   const p = o.params
   const tok = await loadTokenizer(o.tokenizer)
-  const renderer = await makeRenderer(p.template, {
-    chatTemplate: tok.chatTemplate,
-    bosToken: tok.bosToken,
-    eosToken: tok.eosToken,
-  }).catch((e: unknown) => {
-    if (e instanceof TemplateError)
-      throw new StepError({ message: e.message, file: tok.file, field: "chat_template" })
-    throw e
-  })
+  const renderer = await makeRenderer(p.template, tokenizerTemplateOptions(tok, p.templateKwargs)).catch(
+    (e: unknown) => {
+      if (e instanceof TemplateError)
+        throw new StepError({
+          message: e.message,
+          file: tok.chatTemplateFile ?? tok.file,
+          field: "chat_template",
+        })
+      throw e
+    },
+  )
   const addBos = p.addBos === "auto" ? tok.addsBos && p.template !== "chat_template" : p.addBos
   if (addBos && tok.bosId === undefined) {
     throw new StepError({
@@ -200,6 +202,7 @@ export const tokenizeRecords = async (
   const exampleOptions = {
     bosId: addBos ? tok.bosId : undefined,
     eosId: p.addEos ? tok.eosId : undefined,
+    endIds: p.template === "chat_template" ? tok.eosIds : undefined,
     trainOnInputs: p.trainOnInputs,
   }
   for (const note of tok.notes) o.log?.(note)

@@ -2,9 +2,18 @@
  * One interface over the tokenizers a pipeline can name: a Hugging Face
  * `tokenizer.json` (encoded by the `tokenizers` package itself, so ids are
  * exactly its own) and llama2.c's `tok*.bin`. Loaded from a Tokenizer
- * artifact: the file itself, or a directory holding `tokenizer.json` (with
- * `tokenizer_config.json` for special tokens and the chat template) or a
- * `tok*.bin`.
+ * artifact: the file itself, or a directory holding a `tok*.bin` or, as a
+ * Hugging Face model directory does, `tokenizer.json` with
+ *
+ *   tokenizer_config.json      bos/eos/pad/unk tokens (strings or AddedToken
+ *                              objects), add_bos_token / add_eos_token, and
+ *                              chat_template (a string or named templates)
+ *   chat_template.jinja        the template as transformers 5 saves it; it
+ *                              wins over tokenizer_config.json's, and
+ *                              additional_chat_templates/*.jinja are named ones
+ *   generation_config.json     eos_token_id, a number or a list (Llama 3 stops
+ *                              at <|eot_id|>, <|eom_id|> and <|end_of_text|>);
+ *                              config.json's when there is none
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -21,12 +30,25 @@ export interface TextTokenizer {
   readonly padId: number
   readonly bosToken: string | undefined
   readonly eosToken: string
-  /** Whether the model expects BOS in front of each sequence (tokenizer_config's add_bos_token; always for llama2.c). */
+  /** Every id that ends a generated answer: eosId and generation_config.json's eos_token_id, in that order. */
+  readonly eosIds: ReadonlyArray<number>
+  /** The text of each of eosIds, for stop strings. */
+  readonly eosTokens: ReadonlyArray<string>
+  /**
+   * Whether the model expects BOS in front of each sequence: tokenizer_config's add_bos_token, else whether
+   * tokenizer.json's post-processor adds it (Llama 3, Mistral); always for llama2.c.
+   */
   readonly addsBos: boolean
+  /** Whether it appends EOS to each sequence (add_eos_token, else the post-processor); never for llama2.c. */
+  readonly addsEos: boolean
   /** Settings of the file that were overridden (a tokenizer.json's own truncation or padding), for the report. */
   readonly notes: ReadonlyArray<string>
-  /** The model's own Jinja chat template (tokenizer_config.json), when it has one. */
+  /** The model's own Jinja chat template (chat_template.jinja or tokenizer_config.json), when it has one. */
   readonly chatTemplate: string | undefined
+  /** The file the chat template was read from, for errors. */
+  readonly chatTemplateFile: string | undefined
+  /** The named special tokens a chat template sees (bos_token, eos_token, pad_token, unk_token, ...), as transformers passes them. */
+  readonly specialTokens: Readonly<Record<string, string>>
   /** Ids of each text, without special tokens. `continued[i]` marks a text that follows another in the same sequence. */
   encodeBatch(texts: ReadonlyArray<string>, continued?: ReadonlyArray<boolean>): Promise<number[][]>
   encode(text: string): Promise<number[]>
@@ -46,7 +68,7 @@ export const loadTokenizer = async (source: string): Promise<TextTokenizer> => {
   }
   if (st.isDirectory()) {
     const json = path.join(source, "tokenizer.json")
-    if (fs.existsSync(json)) return HfTokenizer.load(json, path.join(source, "tokenizer_config.json"))
+    if (fs.existsSync(json)) return HfTokenizer.load(json, source)
     const bins = fs.readdirSync(source).filter((f) => /^tok.*\.bin$/.test(f))
     if (bins.length === 1)
       return new Llama2cTextTokenizer(
@@ -110,19 +132,108 @@ const tokenString = (file: string, config: Record<string, unknown>, field: strin
   )
 }
 
-const chatTemplateOf = (file: string, config: Record<string, unknown>): string | undefined => {
-  const t = config.chat_template
-  if (t === undefined || t === null) return undefined
-  if (typeof t === "string") return t
-  // Several named templates: the one called "default" is what apply_chat_template uses.
-  if (Array.isArray(t)) {
-    const named = t.find((x) => isRecord(x) && x.name === "default")
-    if (isRecord(named) && typeof named.template === "string") return named.template
-  }
-  throw tokenizerError(file, `${file}: chat_template must be a string or a list with a "default" template`, {
-    field: "chat_template",
-  })
+/** The line of `"field":` in a JSON text, for errors that point into tokenizer_config.json. */
+const lineOfField = (text: string, field: string): number | undefined => {
+  const at = text.indexOf(`"${field}"`)
+  return at < 0 ? undefined : text.slice(0, at).split("\n").length
 }
+
+interface ChatTemplateSource {
+  readonly template: string
+  readonly file: string
+}
+
+/**
+ * The chat template apply_chat_template uses: chat_template.jinja beside the tokenizer (transformers 5 saves it
+ * there, and it wins over tokenizer_config.json), else tokenizer_config.json's chat_template, a string or a list
+ * of named templates; of several, the one named "default".
+ */
+const chatTemplateOf = (
+  dir: string | undefined,
+  configFile: string,
+  configText: string,
+  config: Record<string, unknown>,
+): ChatTemplateSource | undefined => {
+  const named = new Map<string, ChatTemplateSource>()
+  if (dir !== undefined) {
+    const jinja = path.join(dir, "chat_template.jinja")
+    if (fs.existsSync(jinja)) named.set("default", { template: fs.readFileSync(jinja, "utf8"), file: jinja })
+    const extra = path.join(dir, "additional_chat_templates")
+    if (fs.existsSync(extra) && fs.statSync(extra).isDirectory())
+      for (const f of fs.readdirSync(extra).sort())
+        if (f.endsWith(".jinja"))
+          named.set(f.slice(0, -".jinja".length), {
+            template: fs.readFileSync(path.join(extra, f), "utf8"),
+            file: path.join(extra, f),
+          })
+  }
+  const line = lineOfField(configText, "chat_template")
+  const where = `${configFile}${line === undefined ? "" : `:${line}`}`
+  const t = config.chat_template
+  if (named.size === 0 && t !== undefined && t !== null) {
+    if (typeof t === "string") named.set("default", { template: t, file: configFile })
+    else if (Array.isArray(t)) {
+      t.forEach((x, i) => {
+        if (!isRecord(x) || typeof x.name !== "string" || typeof x.template !== "string")
+          throw tokenizerError(
+            configFile,
+            `${where}: chat_template[${i}] must be {"name": string, "template": string}, got ${JSON.stringify(x)?.slice(0, 80)}`,
+            { field: "chat_template", ...(line === undefined ? {} : { line }) },
+          )
+        named.set(x.name, { template: x.template, file: configFile })
+      })
+    } else
+      throw tokenizerError(
+        configFile,
+        `${where}: chat_template must be a string or a list of {"name", "template"}, got ${typeof t}`,
+        { field: "chat_template", ...(line === undefined ? {} : { line }) },
+      )
+  }
+  if (named.size === 0) return undefined
+  const chosen = named.get("default") ?? (named.size === 1 ? [...named.values()][0] : undefined)
+  if (chosen === undefined)
+    throw tokenizerError(
+      configFile,
+      `${where}: there are several chat templates (${[...named.keys()].sort().join(", ")}) and none is named "default"`,
+      { field: "chat_template" },
+    )
+  return chosen
+}
+
+/** eos_token_id of generation_config.json (or config.json): a number or a list of numbers. */
+const generationEosIds = (dir: string, vocabSize: number): number[] => {
+  for (const name of ["generation_config.json", "config.json"]) {
+    const file = path.join(dir, name)
+    if (!fs.existsSync(file)) continue
+    const text = fs.readFileSync(file, "utf8")
+    const json = parseJsonFile(file, text)
+    if (!isRecord(json)) throw tokenizerError(file, `${file} must hold a JSON object`)
+    const v = json.eos_token_id
+    if (v === undefined || v === null) continue
+    const ids = Array.isArray(v) ? v : [v]
+    const line = lineOfField(text, "eos_token_id")
+    for (const id of ids)
+      if (!Number.isInteger(id) || (id as number) < 0 || (id as number) >= vocabSize)
+        throw tokenizerError(
+          file,
+          `${file}${line === undefined ? "" : `:${line}`}: eos_token_id must be a token id below the vocabulary size ${vocabSize} (or a list of them), got ${JSON.stringify(v)}`,
+          { field: "eos_token_id", ...(line === undefined ? {} : { line }) },
+        )
+    return ids as number[]
+  }
+  return []
+}
+
+/** The named special tokens transformers passes to a chat template (its special_tokens_map). */
+const SPECIAL_TOKEN_FIELDS = [
+  "bos_token",
+  "eos_token",
+  "unk_token",
+  "sep_token",
+  "pad_token",
+  "cls_token",
+  "mask_token",
+] as const
 
 /** End-of-text tokens by convention, for a tokenizer.json that comes without tokenizer_config.json. */
 const EOS_CANDIDATES = ["</s>", "<|endoftext|>", "<|end_of_text|>", "<|im_end|>", "<eos>", "<|eot_id|>"]
@@ -138,15 +249,21 @@ class HfTokenizer implements TextTokenizer {
     readonly vocabSize: number,
     readonly bosId: number | undefined,
     readonly eosId: number,
+    readonly eosIds: ReadonlyArray<number>,
+    readonly eosTokens: ReadonlyArray<string>,
     readonly padId: number,
     readonly bosToken: string | undefined,
     readonly eosToken: string,
     readonly addsBos: boolean,
+    readonly addsEos: boolean,
     readonly chatTemplate: string | undefined,
+    readonly chatTemplateFile: string | undefined,
+    readonly specialTokens: Readonly<Record<string, string>>,
     readonly notes: ReadonlyArray<string>,
   ) {}
 
-  static async load(file: string, configFile: string | undefined): Promise<HfTokenizer> {
+  /** `dir`: the model directory holding the file, with tokenizer_config.json and the rest beside it. */
+  static async load(file: string, dir: string | undefined): Promise<HfTokenizer> {
     let text: string
     try {
       text = fs.readFileSync(file, "utf8")
@@ -178,8 +295,11 @@ class HfTokenizer implements TextTokenizer {
     native.disableTruncation()
     native.disablePadding()
     let config: Record<string, unknown> = {}
+    let configText = ""
+    const configFile = dir === undefined ? undefined : path.join(dir, "tokenizer_config.json")
     if (configFile !== undefined && fs.existsSync(configFile)) {
-      const c = parseJsonFile(configFile, fs.readFileSync(configFile, "utf8"))
+      configText = fs.readFileSync(configFile, "utf8")
+      const c = parseJsonFile(configFile, configText)
       if (!isRecord(c)) throw tokenizerError(configFile, `${configFile} must hold a JSON object`)
       config = c
     }
@@ -209,25 +329,91 @@ class HfTokenizer implements TextTokenizer {
     const eosId = idOf(eosToken, "eos_token")!
     const bosId = idOf(bosToken, "bos_token")
     const padId = idOf(tokenString(cfg, config, "pad_token"), "pad_token") ?? eosId
-    const addsBos = config.add_bos_token === true && bosId !== undefined
+    const specialTokens: Record<string, string> = {}
+    for (const field of SPECIAL_TOKEN_FIELDS) {
+      const t = tokenString(cfg, config, field)
+      if (t !== undefined) specialTokens[field] = t
+    }
+    // Without tokenizer_config.json, the tokens found by convention.
+    if (configFile === undefined || !fs.existsSync(configFile)) {
+      specialTokens.eos_token = eosToken
+      if (bosToken !== undefined) specialTokens.bos_token = bosToken
+    }
+    // add_bos_token when it is set; else what tokenizer.json's post-processor does (Llama 3 and Mistral add BOS there).
+    const probe = (await native.encode("a", null, { addSpecialTokens: true })).getIds()
+    const flag = (v: unknown, field: string): boolean | undefined => {
+      if (v === undefined || v === null) return undefined
+      if (typeof v === "boolean") return v
+      throw tokenizerError(cfg, `${cfg}: ${field} must be true or false, got ${JSON.stringify(v)}`, { field })
+    }
+    const addBosFlag = flag(config.add_bos_token, "add_bos_token")
+    const addsBos = bosId !== undefined && (addBosFlag ?? probe[0] === bosId)
+    const addsEos = flag(config.add_eos_token, "add_eos_token") ?? probe[probe.length - 1] === eosId
+    const vocabSize = native.getVocabSize(true)
+    const eosIds = [...new Set([eosId, ...(dir === undefined ? [] : generationEosIds(dir, vocabSize))])]
+    const eosTokens = eosIds.map((id) => native.idToToken(id) ?? "").filter((t) => t !== "")
+    const template = chatTemplateOf(dir, cfg, configText, config)
     return new HfTokenizer(
       native,
       file,
-      native.getVocabSize(true),
+      vocabSize,
       bosId,
       eosId,
+      eosIds,
+      eosTokens,
       padId,
       bosToken,
       eosToken,
       addsBos,
-      chatTemplateOf(cfg, config),
+      addsEos,
+      template?.template,
+      template?.file,
+      specialTokens,
       notes,
     )
   }
 
-  async encodeBatch(texts: ReadonlyArray<string>): Promise<number[][]> {
-    const encodings = await this.native.encodeBatch(texts as string[], { addSpecialTokens: false })
-    return encodings.map((e) => e.getIds())
+  /**
+   * The texts of one sequence (a text and the `continued` ones after it) are encoded together, as the whole
+   * string, so the ids are exactly those of the joined text (what apply_chat_template(tokenize=True) gives);
+   * each token goes to the text that holds its last character.
+   */
+  async encodeBatch(texts: ReadonlyArray<string>, continued?: ReadonlyArray<boolean>): Promise<number[][]> {
+    const groups: Array<{ first: number; count: number }> = []
+    texts.forEach((_, i) => {
+      if (i > 0 && continued?.[i] === true) groups[groups.length - 1]!.count++
+      else groups.push({ first: i, count: 1 })
+    })
+    const joined = groups.map((g) => texts.slice(g.first, g.first + g.count).join(""))
+    const encodings = await this.native.encodeBatch(joined, { addSpecialTokens: false })
+    const out: number[][] = []
+    groups.forEach((g, k) => {
+      const e = encodings[k]!
+      const ids = e.getIds()
+      if (g.count === 1) {
+        out.push(ids)
+        return
+      }
+      // Offsets count code points, not UTF-16 units.
+      const ends: number[] = []
+      let at = 0
+      for (let i = 0; i < g.count; i++) {
+        at += codePoints(texts[g.first + i]!)
+        ends.push(at)
+      }
+      const parts: number[][] = ends.map(() => [])
+      const offsets = e.getOffsets()
+      let part = 0
+      ids.forEach((id, t) => {
+        const start = offsets[t]![0]!
+        const end = offsets[t]![1]!
+        const last = end > start ? end - 1 : start
+        while (part < g.count - 1 && last >= ends[part]!) part++
+        parts[part]!.push(id)
+      })
+      out.push(...parts)
+    })
+    return out
   }
 
   async encode(text: string): Promise<number[]> {
@@ -239,6 +425,15 @@ class HfTokenizer implements TextTokenizer {
   }
 }
 
+const codePoints = (text: string): number => {
+  let n = text.length
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c >= 0xd800 && c <= 0xdbff) n--
+  }
+  return n
+}
+
 class Llama2cTextTokenizer implements TextTokenizer {
   readonly type = "llama2c"
   readonly vocabSize: number
@@ -247,8 +442,13 @@ class Llama2cTextTokenizer implements TextTokenizer {
   readonly padId = 0
   readonly bosToken = "<s>"
   readonly eosToken = "</s>"
+  readonly eosIds: ReadonlyArray<number>
+  readonly eosTokens = ["</s>"]
   readonly addsBos = true
+  readonly addsEos = false
   readonly chatTemplate = undefined
+  readonly chatTemplateFile = undefined
+  readonly specialTokens = { bos_token: "<s>", eos_token: "</s>", unk_token: "<unk>" }
   readonly notes = []
   constructor(
     readonly tok: Llama2cTokenizer,
@@ -257,6 +457,7 @@ class Llama2cTextTokenizer implements TextTokenizer {
     this.vocabSize = tok.vocabSize
     this.bosId = tok.bosId
     this.eosId = tok.eosId
+    this.eosIds = [tok.eosId]
   }
 
   // Only a sequence's first text gets SentencePiece's dummy-prefix space, as if the parts were one string.

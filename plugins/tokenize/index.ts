@@ -15,6 +15,11 @@ import { Records, Report, Tokenizer, Tokens } from "../kinds.ts"
 export const TokenizeParams = Schema.Struct({
   /** Prompt format: "alpaca", "chatml", the tokenizer's own "chat_template", or "none" (prompt then completion as they are). */
   template: Schema.Literals(["alpaca", "chatml", "chat_template", "none"]).pipe(withDefault("alpaca")),
+  /**
+   * Variables for the chat template, as apply_chat_template's keyword arguments: `{ enable_thinking: false }`
+   * (Qwen3), `{ date_string: "26 Jul 2024" }` (Llama 3.x, which otherwise writes today's date).
+   */
+  templateKwargs: Schema.optionalKey(Schema.Record(Schema.String, Schema.Unknown)),
   /** Longest sequence, in tokens (BOS and EOS included). */
   maxLength: Schema.Int.check(Schema.isGreaterThan(1)).pipe(withDefault(2048)),
   /** What happens to a longer example: cut at maxLength, leave it out, or fail the step listing them. */

@@ -211,11 +211,15 @@ describe.skipIf(!hasData)("tokenize step (GPT-2 tokenizer.json, gsm8k)", () => {
     expect(report.skippedNoReply).toEqual({ count: 1, lines: [51] })
     expect(seqs.length + report.overflow.dropped).toBe(50)
     const s = seqs[0]!
-    const prompt = await encode(`user: ${rows[0]!.instruction}\nassistant: `)
-    const reply = await encode(`${rows[0]!.response}<|endoftext|>`)
-    // EOS is not appended twice: the template already ended the reply with it.
-    expect(s.ids).toEqual([...prompt, ...reply])
-    expect(s.labels).toEqual([...prompt.map(() => -100), ...reply])
+    const prompt = `user: ${rows[0]!.instruction}\nassistant: `
+    // The rendered conversation is tokenized whole, as apply_chat_template(tokenize=True) does, and EOS is not
+    // appended twice: the template already ended the reply with it.
+    expect(s.ids).toEqual(await encode(`${prompt}${rows[0]!.response}<|endoftext|>`))
+    // The token that joins the prompt's last space to the reply's first word is the reply's.
+    const first = s.labels.findIndex((l) => l !== -100)
+    expect(await reference.decode(s.ids.slice(0, first), false)).toBe(prompt.slice(0, -1))
+    expect(s.labels.slice(first)).toEqual(s.ids.slice(first))
+    expect(s.labels.slice(0, first).every((l) => l === -100)).toBe(true)
   })
 
   it("fails on a record with a wrong field type, naming the file, line and field", async () => {
