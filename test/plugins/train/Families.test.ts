@@ -18,6 +18,7 @@ import * as path from "node:path"
 import * as tf from "@tensorflow/tfjs-core"
 import { beforeAll, describe, expect, test } from "vitest"
 import { writeHfModel } from "../../../plugins/export/HfModel.ts"
+import { mergedModel } from "../../../plugins/export/Merge.ts"
 import { initBackend } from "../../../plugins/train/Backend.ts"
 import { generate, inferenceModel, sequenceLogits } from "../../../plugins/train/Generate.ts"
 import { LlamaModel } from "../../../plugins/train/Llama.ts"
@@ -196,9 +197,17 @@ describe.skipIf(!hasTorch)("model families in the tfjs decoder, against transfor
     expect(adapters.length).toBe(FAMILIES.length * 2)
     expect(fullModels.length).toBe(2)
     const ids = Array.from(randomIds(12, vocab, 5))
+    // Each family's tfjs adapter merged and exported as a Hugging Face model directory.
+    const merges = FAMILIES.map((family) => {
+      const a = adapters.find((x) => x.family === family && x.backend === "cpu") as (typeof adapters)[number]
+      const out = path.join(root, `merged-${family}`)
+      writeHfModel(out, mergedModel(loadModel(dir(family)), readAdapter(a.dir), "none"))
+      return { family, dir: out, adapter: adapters.indexOf(a) }
+    })
     const requests = [
       ...adapters.map((a) => ({ base: dir(a.family), adapter: a.dir, ids })),
       ...fullModels.map((m) => ({ model: m.dir, ids })),
+      ...merges.map((m) => ({ model: m.dir, ids })),
       { model: path.join(root, "qwen3-bf16-sharded"), ids },
     ]
     const theirs = JSON.parse(
@@ -244,6 +253,13 @@ describe.skipIf(!hasTorch)("model families in the tfjs decoder, against transfor
       const model = inferenceModel(loadModel(m.dir))
       expect(maxDiff(sequenceLogits(model, ids), t.logits), m.family).toBeLessThan(1e-4)
       model.dispose()
+    })
+    // A merged export loads as its family and gives the logits PEFT gives with the adapter.
+    merges.forEach((m, i) => {
+      const t = theirs[adapters.length + fullModels.length + i] as (typeof theirs)[number]
+      expect(t.class, `merged ${m.family}`).toBe(classes[m.family])
+      const peft = theirs[m.adapter] as (typeof theirs)[number]
+      expect(maxDiff(t.logits, peft.logits), `merged ${m.family}`).toBeLessThan(1e-4)
     })
     // bfloat16 shards, as a hub checkpoint ships: the same logits as transformers computes on them in float32.
     const bf16 = theirs[theirs.length - 1] as (typeof theirs)[number]
