@@ -16,6 +16,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as tf from "@tensorflow/tfjs-core"
+import { Schema } from "effect"
 import { beforeAll, describe, expect, test } from "vitest"
 import { writeHfModel } from "../../../plugins/export/HfModel.ts"
 import { mergedModel } from "../../../plugins/export/Merge.ts"
@@ -25,7 +26,9 @@ import { LlamaModel } from "../../../plugins/train/Llama.ts"
 import { configFromHf, configToHf, eosIds, headDim, ropeInvFreq } from "../../../plugins/train/LlamaConfig.ts"
 import { readAdapter } from "../../../plugins/train/Lora.ts"
 import { loadModel, saveHfModel } from "../../../plugins/train/ModelIO.ts"
+import { FullParams } from "../../../plugins/train/Params.ts"
 import type { HostTensor } from "../../../plugins/train/Safetensors.ts"
+import { train as trainInProcess } from "../../../plugins/train/Trainer.ts"
 import { trainFull } from "../../../plugins/train-full/index.ts"
 import { trainLora } from "../../../plugins/train-lora/index.ts"
 import { trainQlora } from "../../../plugins/train-qlora/index.ts"
@@ -192,6 +195,45 @@ describe.skipIf(!hasTorch)("model families in the tfjs decoder, against transfor
       for (const k of Object.keys(src)) if (k !== "transformers_version") expect(cfg[k], k).toEqual(src[k])
       fullModels.push({ family, dir: out })
     }, 120_000)
+
+  test("qwen3: full fine-tuning over two data-parallel shards gives one shard's weights", async () => {
+    const quiet = { log: () => {}, metric: () => {}, progress: () => {}, annotate: () => {} }
+    const run = async (shards: number) => {
+      const out = fs.mkdtempSync(path.join(root, "shards-"))
+      await trainInProcess(
+        {
+          kind: "full",
+          base: dir("qwen3"),
+          baseName: "qwen3",
+          train,
+          output: path.join(out, "model"),
+          checkpoints: path.join(out, "ck"),
+          params: Schema.decodeUnknownSync(FullParams)({
+            steps: 2,
+            batchSize: 4,
+            lr: 0.01,
+            evalEvery: 0,
+            shards,
+            backend: "cpu",
+          }),
+        },
+        quiet,
+      )
+      return loadModel(path.join(out, "model")).weights
+    }
+    const one = await run(1)
+    const two = await run(2)
+    let worst = 0
+    for (const [name, t] of one) worst = Math.max(worst, maxDiff(t.data, (two.get(name) as HostTensor).data))
+    expect(worst).toBeLessThan(1e-5)
+    const base = loadModel(dir("qwen3")).weights
+    expect(
+      maxDiff(
+        (base.get("model.layers.0.self_attn.q_norm.weight") as HostTensor).data,
+        (two.get("model.layers.0.self_attn.q_norm.weight") as HostTensor).data,
+      ),
+    ).toBeGreaterThan(1e-4)
+  }, 120_000)
 
   test("every adapter loads with PeftModel.from_pretrained, every full export in transformers, with tfjs's logits", () => {
     expect(adapters.length).toBe(FAMILIES.length * 2)
