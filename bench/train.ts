@@ -10,13 +10,15 @@
  * Reproduce (from the repository root):
  *   npx esbuild bench/train.ts --bundle --platform=node --format=esm \
  *     --packages=external --outfile=node_modules/.cache/train-bench.mjs && node node_modules/.cache/train-bench.mjs \
- *     [--backends torch-cuda,torch-cpu,wasm,cpu] [--configs stories,dim128,dim256,llama1b,llama-tiny] \
+ *     [--backends torch-cuda,torch-cpu,wasm,cpu] [--configs stories,dim128,dim256,qwen2-dim128,qwen3-dim128,llama1b,llama-tiny] \
  *     [--kinds full,lora,qlora] [--shards 2] [--steps 6] [--seq 128] [--batch 8] [--no-bare] [--llama-dir DIR]
  *
  * Configurations: stories260K (the real llama2.c model, dim 64, 5 layers;
  * from ../shared/data, or STORIES260K), dim128 (MEASURED.md's: 4 layers, 4
  * heads, vocab 512) and dim256 (4 layers, 8 heads), with sequences of 128
  * tokens, batch 8, LoRA r 8 on q, k, v, o (dropout 0). Only when named:
+ * qwen2-dim128 and qwen3-dim128, dim128 with Qwen2's q/k/v biases and with
+ * Qwen3's biases on all four projections and per-head q/k norms;
  * llama1b, a randomly initialised Llama-3.2-1B-style model in bfloat16 made
  * by bench/make-llama.py (torch-cuda only; seq 2048, batch 4 unless --seq
  * and --batch say otherwise), and llama-tiny, the same architecture at toy
@@ -393,11 +395,15 @@ const main = async () => {
       hf,
     })
   }
-  for (const [name, c] of [
-    ["dim128 (MEASURED.md)", synthetic(128, 4, 344, SEQ)],
-    ["dim256", synthetic(256, 8, 688, SEQ)],
-  ] as const) {
-    if (!wanted(name, true)) continue
+  const dim128 = synthetic(128, 4, 344, SEQ)
+  for (const [name, c, byDefault] of [
+    ["dim128 (MEASURED.md)", dim128, true],
+    ["dim256", synthetic(256, 8, 688, SEQ), true],
+    // dim128 with each family's own terms: what q/k/v biases and q/k norms cost.
+    ["qwen2-dim128", { ...dim128, modelType: "qwen2", qkvBias: true }, false],
+    ["qwen3-dim128", { ...dim128, modelType: "qwen3", qkvBias: true, oBias: true, qkNorm: true }, false],
+  ] as ReadonlyArray<readonly [string, LlamaConfig, boolean]>) {
+    if (!wanted(name, byDefault)) continue
     const dir = path.join(root, name.split(" ")[0] as string)
     const weights = new Map(
       [...expectedShapes(c)].map(([n, shape]) => {

@@ -16,16 +16,22 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as tf from "@tensorflow/tfjs-core"
+import { Schema } from "effect"
 import { beforeAll, describe, expect, test } from "vitest"
+import { writeHfModel } from "../../../plugins/export/HfModel.ts"
+import { mergedModel } from "../../../plugins/export/Merge.ts"
 import { initBackend } from "../../../plugins/train/Backend.ts"
-import { inferenceModel, sequenceLogits } from "../../../plugins/train/Generate.ts"
+import { generate, inferenceModel, sequenceLogits } from "../../../plugins/train/Generate.ts"
 import { LlamaModel } from "../../../plugins/train/Llama.ts"
 import { configFromHf, configToHf, eosIds, headDim, ropeInvFreq } from "../../../plugins/train/LlamaConfig.ts"
 import { readAdapter } from "../../../plugins/train/Lora.ts"
 import { loadModel, saveHfModel } from "../../../plugins/train/ModelIO.ts"
+import { FullParams } from "../../../plugins/train/Params.ts"
 import type { HostTensor } from "../../../plugins/train/Safetensors.ts"
+import { train as trainInProcess } from "../../../plugins/train/Trainer.ts"
 import { trainFull } from "../../../plugins/train-full/index.ts"
 import { trainLora } from "../../../plugins/train-lora/index.ts"
+import { trainQlora } from "../../../plugins/train-qlora/index.ts"
 import { hasTorch, runPython } from "../../support/python.ts"
 import { artifact, runPlugin, series } from "./Context.ts"
 import { randomIds } from "./Tiny.ts"
@@ -154,6 +160,18 @@ describe.skipIf(!hasTorch)("model families in the tfjs decoder, against transfor
       }
     }, 300_000)
 
+  test("qwen3: QLoRA trains on tfjs, the biases and q/k norms staying float beside the NF4 base", async () => {
+    const rec = await runPlugin(
+      trainQlora,
+      { steps: 3, batchSize: 4, lr: 0.05, evalEvery: 0, shards: 1, dropout: 0, backend: "cpu" },
+      { train: artifact("Tokens", train), base: artifact("Model", dir("qwen3")) },
+    )
+    const losses = series(rec, "train_loss")
+    expect(losses.length).toBe(3)
+    expect(losses.every(Number.isFinite)).toBe(true)
+    expect(losses[2]).not.toBe(losses[0])
+  }, 120_000)
+
   for (const family of ["qwen2", "qwen3"] as const)
     test(`${family}: full fine-tuning on tfjs trains the biases and q/k norms`, async () => {
       const rec = await runPlugin(
@@ -178,13 +196,61 @@ describe.skipIf(!hasTorch)("model families in the tfjs decoder, against transfor
       fullModels.push({ family, dir: out })
     }, 120_000)
 
+  test("qwen3: full fine-tuning over two data-parallel shards gives one shard's weights", async () => {
+    const quiet = { log: () => {}, metric: () => {}, progress: () => {}, annotate: () => {} }
+    const run = async (shards: number) => {
+      const out = fs.mkdtempSync(path.join(root, "shards-"))
+      await trainInProcess(
+        {
+          kind: "full",
+          base: dir("qwen3"),
+          baseName: "qwen3",
+          train,
+          output: path.join(out, "model"),
+          checkpoints: path.join(out, "ck"),
+          params: Schema.decodeUnknownSync(FullParams)({
+            steps: 2,
+            batchSize: 4,
+            lr: 0.01,
+            evalEvery: 0,
+            shards,
+            backend: "cpu",
+          }),
+        },
+        quiet,
+      )
+      return loadModel(path.join(out, "model")).weights
+    }
+    const one = await run(1)
+    const two = await run(2)
+    let worst = 0
+    for (const [name, t] of one) worst = Math.max(worst, maxDiff(t.data, (two.get(name) as HostTensor).data))
+    expect(worst).toBeLessThan(1e-5)
+    const base = loadModel(dir("qwen3")).weights
+    expect(
+      maxDiff(
+        (base.get("model.layers.0.self_attn.q_norm.weight") as HostTensor).data,
+        (two.get("model.layers.0.self_attn.q_norm.weight") as HostTensor).data,
+      ),
+    ).toBeGreaterThan(1e-4)
+  }, 120_000)
+
   test("every adapter loads with PeftModel.from_pretrained, every full export in transformers, with tfjs's logits", () => {
     expect(adapters.length).toBe(FAMILIES.length * 2)
     expect(fullModels.length).toBe(2)
     const ids = Array.from(randomIds(12, vocab, 5))
+    // Each family's tfjs adapter merged and exported as a Hugging Face model directory.
+    const merges = FAMILIES.map((family) => {
+      const a = adapters.find((x) => x.family === family && x.backend === "cpu") as (typeof adapters)[number]
+      const out = path.join(root, `merged-${family}`)
+      writeHfModel(out, mergedModel(loadModel(dir(family)), readAdapter(a.dir), "none"))
+      return { family, dir: out, adapter: adapters.indexOf(a) }
+    })
     const requests = [
       ...adapters.map((a) => ({ base: dir(a.family), adapter: a.dir, ids })),
       ...fullModels.map((m) => ({ model: m.dir, ids })),
+      ...merges.map((m) => ({ model: m.dir, ids })),
+      { model: path.join(root, "qwen3-bf16-sharded"), ids },
     ]
     const theirs = JSON.parse(
       runPython([path.join(import.meta.dirname, "python/families_logits.py")], JSON.stringify(requests)),
@@ -230,12 +296,51 @@ describe.skipIf(!hasTorch)("model families in the tfjs decoder, against transfor
       expect(maxDiff(sequenceLogits(model, ids), t.logits), m.family).toBeLessThan(1e-4)
       model.dispose()
     })
+    // A merged export loads as its family and gives the logits PEFT gives with the adapter.
+    merges.forEach((m, i) => {
+      const t = theirs[adapters.length + fullModels.length + i] as (typeof theirs)[number]
+      expect(t.class, `merged ${m.family}`).toBe(classes[m.family])
+      const peft = theirs[m.adapter] as (typeof theirs)[number]
+      expect(maxDiff(t.logits, peft.logits), `merged ${m.family}`).toBeLessThan(1e-4)
+    })
+    // bfloat16 shards, as a hub checkpoint ships: the same logits as transformers computes on them in float32.
+    const bf16 = theirs[theirs.length - 1] as (typeof theirs)[number]
+    const sharded = inferenceModel(loadModel(path.join(root, "qwen3-bf16-sharded")))
+    expect(maxDiff(sequenceLogits(sharded, ids), bf16.logits)).toBeLessThan(1e-4)
+    sharded.dispose()
   }, 300_000)
 
-  test("EOS lists are kept, written back the same way, and a Hugging Face config round-trips", () => {
-    const llama3 = loadModel(dir("llama3")).config
-    expect(eosIds(llama3)).toEqual([2, 3])
-    expect(llama3.eosId).toBe(2)
+  test("EOS lists are kept, end generation on any of their ids, and are written back as lists", async () => {
+    const host = loadModel(dir("llama3"))
+    expect(eosIds(host.config)).toEqual([2, 3])
+    expect(host.config.eosId).toBe(2)
+    const model = inferenceModel(host)
+    const prompt = [1, 17, 42]
+    const free = await generate({ model, promptIds: prompt, maxTokens: 12, stopIds: [] })
+    // The model's second EOS id becomes one greedy decoding reaches at step `at` for the first time;
+    // its first EOS id and its BOS (also a default stop) become ids it never produces.
+    const at = free.findIndex((t, i) => i >= 2 && !free.slice(0, i).includes(t))
+    expect(at).toBeGreaterThan(1)
+    const unused = [...Array(vocab).keys()].filter((t) => !free.includes(t))
+    const stopsAt = {
+      ...host.config,
+      bosId: unused[1] as number,
+      eosId: unused[0] as number,
+      eosIds: [unused[0] as number, free[at] as number],
+    }
+    const m2 = new LlamaModel(stopsAt, host.weights, { mode: "frozen" })
+    const stopped = await generate({ model: m2, promptIds: prompt, maxTokens: 12 })
+    expect(stopped).toEqual(free.slice(0, at))
+    model.dispose()
+    m2.dispose()
+    const out = path.join(root, "llama3-export")
+    writeHfModel(out, host)
+    const read = (f: string) => JSON.parse(fs.readFileSync(path.join(out, f), "utf8"))
+    expect(read("config.json").eos_token_id).toEqual([2, 3])
+    expect(read("generation_config.json").eos_token_id).toEqual([2, 3])
+  })
+
+  test("a Hugging Face config round-trips with the family's own fields", () => {
     expect(eosIds(loadModel(dir("qwen2")).config)).toEqual([2])
     const qwen3 = loadModel(dir("qwen3")).config
     expect([headDim(qwen3), qwen3.dim / qwen3.nHeads]).toEqual([16, 8])

@@ -15,7 +15,8 @@ FAMILY is one of
 Weights are drawn large enough (std 0.2), and biases and norm weights away
 from 0 and 1, that a term a decoder leaves out changes the logits.
 
-With --all, every family goes to ROOT/FAMILY, and ROOT/reference.json holds
+With --all, every family goes to ROOT/FAMILY (and Qwen3 as bfloat16 shards
+to ROOT/qwen3-bf16-sharded), and ROOT/reference.json holds
 what transformers computes on each (float32): the logits of IDS, RoPE's
 inv_freq, the mean next-token loss, and its gradient by the layer-0 biases,
 norms and q_proj weight.
@@ -122,6 +123,9 @@ if args.all:
         randomize(model, 100 + i)
         ref[family] = reference(model)
         save(model, os.path.join(args.out, family), args.dtype, args.max_shard_size)
+        if family == "qwen3":
+            # The same weights as a hub checkpoint often ships: bfloat16, in shards.
+            save(model, os.path.join(args.out, "qwen3-bf16-sharded"), "bfloat16", "20KB")
     with open(os.path.join(args.out, "reference.json"), "w") as f:
         json.dump(ref, f)
 else:
