@@ -128,14 +128,21 @@ describe("a base from the Hugging Face hub cache, through the CLI", () => {
     expect(cli(p.dir, ["verify"], p.env).code).toBe(0)
   })
 
-  it.skipIf(!hasTorch)("the torch backend's adapter names the repo id too", () => {
-    const r = runJson(p.dir, ["pipeline.ts", "--target", "export-hub"], {
-      ...p.env,
-      TUNEGRAPH_BACKEND: "torch",
-    })
-    const failures = r.json.steps.filter((s) => s.status === "failed").map((s) => `${s.node}: ${s.error}`)
-    expect(r.json.status, `${failures.join("\n")}\n${r.stderr}`).toBe("succeeded")
-    expect(statuses(r.json)["lora-hub"]).toBe("ran")
-    expect(adapterConfig(p.dir, "hub").base_model_name_or_path).toBe(REPO)
-  })
+  it.skipIf(!hasTorch)(
+    "on the torch backend too: the adapter names the repo id, the full fine-tune exports as bfloat16",
+    () => {
+      const r = runJson(p.dir, ["pipeline.ts", "--target", "export-hub", "--target", "export-full"], {
+        ...p.env,
+        TUNEGRAPH_BACKEND: "torch",
+      })
+      const failures = r.json.steps.filter((s) => s.status === "failed").map((s) => `${s.node}: ${s.error}`)
+      expect(r.json.status, `${failures.join("\n")}\n${r.stderr}`).toBe("succeeded")
+      expect(statuses(r.json)["lora-hub"]).toBe("ran")
+      expect(statuses(r.json)["full-hub"]).toBe("ran")
+      expect(adapterConfig(p.dir, "hub").base_model_name_or_path).toBe(REPO)
+      expect(
+        new Set(readSafetensors(path.join(p.dir, "out/full/model.safetensors")).dtypes.values()),
+      ).toEqual(new Set(["BF16"]))
+    },
+  )
 })
