@@ -105,6 +105,8 @@ describe("a base from the Hugging Face hub cache, through the CLI", () => {
       ["config.json", "model.safetensors", "tok512.bin"].map((f) => path.join(snapshot, f)),
     )
     for (const f of hub.files!) expect(f.digest).toBe(sha256sum(f.path))
+    const human = cli(p.dir, ["lineage", "out/hub"], p.env)
+    expect(human.stdout).toContain(`hf       ${REPO} revision main = commit ${p.commit}`)
   })
 
   it("a revision missing from the cache fails saying how to download it; what is cached stays cached", () => {
