@@ -87,8 +87,8 @@ export const plan = (options: PlanOptions): PlanStep[] => {
       })
       continue
     }
-    const { digests } = inputDigests(node, (ref: Ref) => known.get(ref.node)![ref.output]!)
-    const env = environmentOf(node, params.get(name)!.decoded)
+    const { digests, artifacts } = inputDigests(node, (ref: Ref) => known.get(ref.node)![ref.output]!)
+    const env = environmentOf(node, params.get(name)!.decoded, artifacts)
     if (!env.ok) {
       steps.push({
         node: name,

@@ -81,6 +81,9 @@ export class StepError extends Schema.TaggedError<StepError>()("StepError", {
   field: Schema.optionalKey(Schema.String),
 }) {}
 
+/** A step's input artifacts by input name, as the engine resolved them (a list for a many-input). */
+export type InputArtifacts = Readonly<Record<string, Artifact | ReadonlyArray<Artifact> | undefined>>
+
 /** Anything a plugin may fail with: the engine reports its message (and tag, file, line, field when present). */
 export interface Failure {
   readonly message: string
@@ -103,7 +106,7 @@ export interface Plugin<
   readonly outputs: O
   readonly resources: Resources
   /** What the step will compute with, resolved before its key is built (core/StepKey.ts); throws when it cannot run here. */
-  readonly environment?: (params: P["Type"]) => Readonly<Record<string, string>>
+  readonly environment?: (params: P["Type"], inputs: InputArtifacts) => Readonly<Record<string, string>>
   readonly run: (ctx: StepContext<P["Type"], I, O>) => Effect.Effect<OutputMeta<O> | undefined, Failure>
   /** A sink's check on a cache hit (see PluginOptions.publish). */
   readonly publish?: (ctx: PublishContext<P["Type"], O>) => Effect.Effect<void, Failure>
@@ -139,8 +142,11 @@ export interface PluginOptions<
    * parameters: they enter its key, so a cached result is reused only where
    * the same libraries would compute it. Must be cheap on a no-op re-run
    * (cache any probe), and throws with the reason when the step cannot run.
+   * It sees the input artifacts (their digests are in the key already) for
+   * what a step takes from them beyond their bytes, such as the name a
+   * trainer records of its base model.
    */
-  readonly environment?: (params: P["Type"]) => Readonly<Record<string, string>>
+  readonly environment?: (params: P["Type"], inputs: InputArtifacts) => Readonly<Record<string, string>>
   readonly run: (ctx: StepContext<P["Type"], I, O>) => Effect.Effect<RunResult<O>, Failure>
   /**
    * Makes the step a sink: its outputs also live outside the store (an
@@ -184,7 +190,10 @@ export const definePlugin = <
   const environment =
     packages.length === 0
       ? own
-      : (params: P["Type"]) => ({ ...npmEnvironment(packages), ...(own === undefined ? {} : own(params)) })
+      : (params: P["Type"], inputs: InputArtifacts) => ({
+          ...npmEnvironment(packages),
+          ...(own === undefined ? {} : own(params, inputs)),
+        })
   return {
     _tag: "Plugin",
     name: options.name,

@@ -16,7 +16,7 @@ import type { Artifact, ArtifactKind, InputSpec, Ref } from "./Artifact.ts"
 import type { ChunkCache } from "./Chunks.ts"
 import { type Override, prepareAll } from "./Params.ts"
 import { dependencies, type Node, type Pipeline, type StepNode, topoOrder } from "./Pipeline.ts"
-import type { Annotations, Failure } from "./Plugin.ts"
+import type { Annotations, Failure, InputArtifacts } from "./Plugin.ts"
 import { fileDigest, resolveSource, sourceParams } from "./Sources.ts"
 import { chunkRecipe, type KeyIngredients, stepKey } from "./StepKey.ts"
 
@@ -158,11 +158,12 @@ export const inputDigests = (
 export const environmentOf = (
   node: StepNode,
   decodedParams: unknown,
+  inputs: InputArtifacts,
 ): { ok: true; environment: Readonly<Record<string, string>> | undefined } | { ok: false; error: string } => {
   const resolve = node.plugin.environment
   if (resolve === undefined) return { ok: true, environment: undefined }
   try {
-    return { ok: true, environment: resolve(decodedParams as never) }
+    return { ok: true, environment: resolve(decodedParams as never, inputs) }
   } catch (e) {
     return { ok: false, error: e instanceof Error ? e.message : String(e) }
   }
@@ -260,7 +261,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             node,
             (ref) => upstream.get(ref.node)!.outputs[ref.output]!,
           )
-          const env = environmentOf(node, prepared.decoded)
+          const env = environmentOf(node, prepared.decoded, artifacts)
           if (!env.ok) {
             const outcome: StepOutcome = {
               node: name,

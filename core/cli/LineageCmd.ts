@@ -49,6 +49,9 @@ const printLineage = (l: Lineage) => {
     if (s.plugin === "source") {
       const d = Object.values(s.outputs)[0]?.digest
       out(`${bold(s.node)}  ${dim("source")}  ${short(d)}  ${dim(`read in run ${s.run}`)}\n`)
+      const hf = (s.params as { hf?: { repo?: string; revision?: string; commit?: string } } | null)?.hf
+      if (hf?.repo !== undefined)
+        out(`    ${dim("hf     ")}  ${hf.repo} revision ${hf.revision} = commit ${hf.commit ?? "?"}\n`)
       for (const f of s.files ?? []) out(`    ${short(f.digest)}  ${bytes(f.size).padStart(9)}  ${f.path}\n`)
       continue
     }

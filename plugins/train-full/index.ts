@@ -7,7 +7,7 @@ import { Effect } from "effect"
 import { optional } from "../../core/Artifact.ts"
 import { definePlugin } from "../../core/Plugin.ts"
 import { Model, Tokens } from "../kinds.ts"
-import { backendEnvironment } from "../train/BackendChoice.ts"
+import { trainEnvironment } from "../train/BaseName.ts"
 import { FullParams } from "../train/Params.ts"
 
 export const trainFull = definePlugin({
@@ -24,7 +24,7 @@ export const trainFull = definePlugin({
   outputs: { model: Model },
   // Two data-parallel shards on the CPU backends by default (params.shards).
   resources: { gpu: true, cpu: 2 },
-  environment: backendEnvironment,
+  environment: trainEnvironment,
   code: ["plugins/train-full"],
   run: (ctx) =>
     Effect.flatMap(

@@ -8,7 +8,7 @@ import { Effect } from "effect"
 import { optional } from "../../core/Artifact.ts"
 import { definePlugin } from "../../core/Plugin.ts"
 import { Adapter, Model, Tokens } from "../kinds.ts"
-import { backendEnvironment } from "../train/BackendChoice.ts"
+import { trainEnvironment } from "../train/BaseName.ts"
 import { LoraParams } from "../train/Params.ts"
 
 export const trainQlora = definePlugin({
@@ -25,7 +25,7 @@ export const trainQlora = definePlugin({
   outputs: { adapter: Adapter },
   // Two data-parallel shards on the CPU backends by default (params.shards).
   resources: { gpu: true, cpu: 2 },
-  environment: backendEnvironment,
+  environment: trainEnvironment,
   code: ["plugins/train-qlora"],
   run: (ctx) =>
     Effect.flatMap(

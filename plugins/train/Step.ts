@@ -12,6 +12,7 @@ import type { Artifact } from "../../core/Artifact.ts"
 import { canonicalJson } from "../../core/Canonical.ts"
 import { type Failure, StepError } from "../../core/Plugin.ts"
 import { type ResolvedBackend, resolveBackend } from "./BackendChoice.ts"
+import { baseNameOf } from "./BaseName.ts"
 import { configFromHf } from "./LlamaConfig.ts"
 import type { TrainParams } from "./Params.ts"
 import type { TrainHooks, TrainKind, TrainResult } from "./Trainer.ts"
@@ -35,34 +36,6 @@ export interface TrainContext {
   readonly metric: (name: string, value: number, step?: number) => void
   readonly progress: (done: number, total?: number, detail?: string) => void
   readonly annotate: (fields: { readonly backend?: string; readonly [k: string]: unknown }) => void
-}
-
-/**
- * The base's name, as an adapter's base_model_name_or_path (and a full
- * fine-tune's training.json) records it: the repo id of an hf() source, the
- * path of a source as the pipeline wrote it, the name a tunegraph-trained
- * model recorded of its own base; never a path inside the store or scratch.
- */
-export const baseNameOf = (base: Artifact): string => {
-  const meta = (typeof base.meta === "object" && base.meta !== null ? base.meta : {}) as {
-    hf?: { repo?: unknown }
-    pattern?: unknown
-    root?: unknown
-  }
-  if (typeof meta.hf?.repo === "string") return meta.hf.repo
-  if (typeof meta.pattern === "string" && typeof meta.root === "string") return meta.pattern
-  const recorded = (file: string, key: string): string | undefined => {
-    try {
-      const v = (JSON.parse(fs.readFileSync(path.join(base.path, file), "utf8")) as Record<string, unknown>)[
-        key
-      ]
-      return typeof v === "string" && v !== "" ? v : undefined
-    } catch {
-      return undefined
-    }
-  }
-  if (!base.isDir) return ""
-  return recorded("training.json", "baseName") ?? recorded("config.json", "_name_or_path") ?? ""
 }
 
 /**

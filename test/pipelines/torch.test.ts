@@ -79,7 +79,8 @@ describe.skipIf(!hasTorch)("the torch backend, end to end", () => {
       peft_type: "LORA",
       r: 8,
       lora_alpha: 16,
-      base_model_name_or_path: "stories260K.bin",
+      // The base's path as the pipeline wrote it.
+      base_model_name_or_path: "data/stories260K/stories260K.bin",
     })
     expect(cfg.target_modules).toEqual(["k_proj", "o_proj", "q_proj", "v_proj"])
     const model = objectFile(dir, digestOf(first.json, "full", "model"))

@@ -7,8 +7,11 @@ import {
   floatToHalf,
   halfToFloat,
   readSafetensors,
+  readSafetensorsHeader,
   SafetensorsError,
+  SafetensorsReader,
   writeSafetensors,
+  writeSafetensorsFile,
 } from "../../../plugins/train/Safetensors.ts"
 
 /** Builds a file from a header object and a data section, as a malformed writer might. */
@@ -113,5 +116,57 @@ describe("safetensors", () => {
     rejects(raw({ a: entry(0, 8, [2], "F16") }, 8), /needs 4 bytes/)
     rejects(raw({ a: entry(0, 8, [2.5]) }, 8), /shape must be an array of non-negative integers/)
     rejects(raw({ a: entry(0, 8, [2], "I32") }, 8), /dtype I32 is valid but not supported/)
+  })
+
+  test("a file read tensor by tensor, and written tensor by tensor, equals its bytes read and written whole", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "st-stream-"))
+    // 2.5M values: F16 and BF16 take more than one 4 MiB buffer; values no dtype holds exactly.
+    const big = new Float32Array(2_500_001)
+    for (let i = 0; i < big.length; i++) big[i] = Math.sin(i * 0.37) * 3 + 1 / (i + 3)
+    const tensors = new Map([
+      ["big", { shape: [big.length], data: big }],
+      ["small", { shape: [1, 3], data: Float32Array.from([0.1, -65504, 7e-6]) }],
+    ])
+    for (const dtype of ["F32", "F16", "BF16"] as const) {
+      const file = path.join(dir, `${dtype}.safetensors`)
+      writeSafetensorsFile(file, tensors, { format: "pt" }, dtype)
+      const whole = writeSafetensors(tensors, { format: "pt" }, dtype)
+      expect(Buffer.compare(fs.readFileSync(file), whole), dtype).toBe(0)
+      const fromBytes = readSafetensors(whole)
+      const fromFile = readSafetensors(file)
+      expect(fromFile.dtypes.get("big")).toBe(dtype)
+      for (const name of ["big", "small"])
+        expect(
+          Buffer.compare(
+            Buffer.from(fromFile.tensors.get(name)!.data.buffer),
+            Buffer.from(fromBytes.tensors.get(name)!.data.buffer),
+          ),
+          `${dtype} ${name}`,
+        ).toBe(0)
+      if (dtype === "F32")
+        expect(
+          Buffer.compare(Buffer.from(fromFile.tensors.get("big")!.data.buffer), Buffer.from(big.buffer)),
+        ).toBe(0)
+      const header = readSafetensorsHeader(file)
+      expect(header.entries.get("small")).toMatchObject({ dtype, shape: [1, 3] })
+    }
+  })
+
+  test("a reader names the file: no such file, a short file, an unknown tensor, a read after close", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "st-reader-"))
+    const missing = path.join(dir, "none.safetensors")
+    expect(() => SafetensorsReader.open(missing)).toThrow(`${missing}: cannot open (ENOENT)`)
+    const file = path.join(dir, "a.safetensors")
+    fs.writeFileSync(file, writeSafetensors({ a: { shape: [2], data: Float32Array.from([1, 2]) } }))
+    const r = SafetensorsReader.open(file)
+    expect(() => r.read("b")).toThrow(`${file}: no tensor b`)
+    expect(r.read("a").data).toEqual(Float32Array.from([1, 2]))
+    r.close()
+    expect(() => r.read("a")).toThrow(`${file}: read after close`)
+    const short = path.join(dir, "short.safetensors")
+    fs.writeFileSync(short, fs.readFileSync(file).subarray(0, 20))
+    expect(() => SafetensorsReader.open(short)).toThrow(
+      new RegExp(`^${short}: header length \\d+ is beyond the end of the file`),
+    )
   })
 })

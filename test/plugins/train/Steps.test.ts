@@ -17,7 +17,11 @@ describe.skipIf(!haveData)("train-full, train-lora and train-qlora on GSM8K ques
   const inputs = () => ({
     train: artifact("Tokens", splits.train),
     validation: artifact("Tokens", splits.validation),
-    base: artifact("Model", stories),
+    // As the engine hands over a source the pipeline wrote as "models/stories260K.bin".
+    base: {
+      ...artifact("Model", stories),
+      meta: { root: path.dirname(stories), pattern: "models/stories260K.bin", count: 1 },
+    },
   })
   // One shard each, except train-lora, which runs on the default two.
   const common = { steps: 10, batchSize: 8, evalEvery: 5, shards: 1, backend: "wasm" }
@@ -46,7 +50,7 @@ describe.skipIf(!haveData)("train-full, train-lora and train-qlora on GSM8K ques
       lora_dropout: 0.05,
       target_modules: ["k_proj", "o_proj", "q_proj", "v_proj"],
       use_rslora: false,
-      base_model_name_or_path: "stories260K.bin",
+      base_model_name_or_path: "models/stories260K.bin",
       bias: "none",
       task_type: "CAUSAL_LM",
     })

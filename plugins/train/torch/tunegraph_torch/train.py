@@ -6,6 +6,7 @@ and the dropout generator is reseeded from (seed, step) before each step, so
 a run resumed from a checkpoint on the CPU ends with exactly the weights of
 an uninterrupted one.
 """
+import json
 import math
 import os
 import shutil
@@ -28,6 +29,27 @@ class TrainError(Exception):
 
 class Interrupted(Exception):
     pass
+
+
+
+def keep_base_dtype(base, output):
+    """The weights stay float32 (what trained), but config.json keeps the base's dtype, as the
+    tfjs trainer's does: a bfloat16 base fine-tuned is still a bfloat16 model, and exports as one."""
+    try:
+        with open(os.path.join(base, "config.json")) as f:
+            base_config = json.load(f)
+    except (OSError, ValueError):
+        return
+    dtype = base_config.get("dtype") or base_config.get("torch_dtype")
+    if dtype not in ("float32", "float16", "bfloat16"):
+        return
+    path = os.path.join(output, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    config["dtype"] = dtype
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
 
 
 def learning_rate(o, step):
@@ -313,6 +335,7 @@ def train(job, out, stop):
     if kind == "full":
         model.config.use_cache = True
         model.save_pretrained(job["output"], safe_serialization=True)
+        keep_base_dtype(job["base"], job["output"])
         for f in TOKENIZER_FILES + tuple(x for x in os.listdir(job["base"]) if x.startswith("tok") and x.endswith(".bin")):
             src = os.path.join(job["base"], f)
             if os.path.isfile(src):
