@@ -517,6 +517,14 @@ export class Store {
     return this.objectPath(digest)
   }
 
+  /** A chunk entry's stored path when its object is intact, recording nothing (for `plan`). */
+  chunkPeek(key: string): string | undefined {
+    const digest = this.sql("SELECT digest FROM chunks WHERE chunk_key = ?").pluck().get(key) as
+      | string
+      | undefined
+    return digest !== undefined && this.objectIntact(digest) ? this.objectPath(digest) : undefined
+  }
+
   /**
    * Commits one chunk's result (a file or directory the step wrote): the
    * object first, then its artifact row, the chunk entry and this run's use

@@ -10,7 +10,6 @@ import { Effect } from "effect"
 import type { Artifact } from "../../core/Artifact.ts"
 import {
   type ChunkCache,
-  chunkKey,
   chunkSizes,
   chunksOf,
   copyPart,
@@ -36,6 +35,7 @@ import { describe, type Problem, type RawSink, SourceError, type Where } from ".
 import { type RecordKind, recordLine } from "./Records.ts"
 import { RecordWriter } from "./RecordWriter.ts"
 import { TextFileParser, TextLinesParser } from "./Text.ts"
+import { lineBased, unitKey } from "./Units.ts"
 
 export interface IngestOptions extends MappingOptions {
   readonly format: Format | "auto"
@@ -146,9 +146,6 @@ interface UnitSummary {
   /** Bytes read after decompression (a gzip file that decompresses to nothing has no records). */
   readonly read: number
 }
-
-const lineBased = (d: Detected, options: IngestOptions): boolean =>
-  !d.gzip && (d.format === "jsonl" || (d.format === "text" && options.textUnit === "line"))
 
 const shift = (where: Where, lines: number): Where =>
   lines === 0 || where.line === undefined ? where : { ...where, line: where.line + lines }
@@ -262,7 +259,7 @@ async function* unitsOf(
   options: IngestOptions,
   signal: AbortSignal,
 ): AsyncGenerator<Unit> {
-  if (lineBased(detected, options)) {
+  if (lineBased(detected, options.textUnit)) {
     for await (const c of chunksOf(f.abs, chunkSizes(), signal))
       yield {
         index: c.index,
@@ -329,11 +326,7 @@ export const ingestFiles = async (
       let read = 0
       for await (const unit of unitsOf(f, detected, options, signal)) {
         signal.throwIfAborted()
-        const key = chunkKey(
-          recipe,
-          unit.digest,
-          `${kind ?? ""}|${detected.format}|${detected.gzip ? "gzip" : ""}|${unit.index === 0 ? "start" : ""}`,
-        )
+        const key = unitKey(recipe, unit.digest, kind, detected, unit.index)
         let dir = chunks.get(key)
         if (dir !== undefined) reuse.hit()
         else {
