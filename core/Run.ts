@@ -546,7 +546,12 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
               }),
             ),
             Effect.exit,
-            Effect.ensuring(Effect.sync(() => removeTree(tmp))),
+            Effect.ensuring(
+              Effect.sync(() => {
+                store.flushChunkUses()
+                removeTree(tmp)
+              }),
+            ),
             Effect.onInterrupt(() =>
               Effect.sync(() => {
                 store.record({
