@@ -95,6 +95,19 @@ const lineHash = (buf: Buffer, s: number, e: number): number => {
 
 const READ = 4 * 1024 * 1024
 
+/** A line longer than the reader allows (a file with no line breaks is not line-based). */
+export class LineTooLong extends Error {
+  constructor(
+    /** 1-based line number. */
+    readonly line: number,
+    readonly maxLineBytes: number,
+  ) {
+    super(
+      `line is longer than maxLineBytes (${maxLineBytes} bytes) and has no line break yet: not a line-based file, or raise maxLineBytes`,
+    )
+  }
+}
+
 /** Cuts blocks of a file's bytes into chunks as they come (the one place cuts are decided). */
 class Cutter {
   private parts: Buffer[] = []
@@ -107,7 +120,10 @@ class Cutter {
   private carry: Buffer = Buffer.alloc(0)
   private readonly span: number
 
-  constructor(private readonly sizes: ChunkSizes) {
+  constructor(
+    private readonly sizes: ChunkSizes,
+    private readonly maxLine = Number.POSITIVE_INFINITY,
+  ) {
     this.span = sizes.target - sizes.min
   }
 
@@ -161,6 +177,8 @@ class Cutter {
     }
     if (start < lineStart) this.add(buf.subarray(start, lineStart))
     this.carry = Buffer.from(buf.subarray(lineStart))
+    // memory stays bounded: an unfinished line past the limit is refused, not gathered
+    if (this.carry.length > this.maxLine) throw new LineTooLong(this.firstLine + this.lines + 1, this.maxLine)
     return out
   }
 
@@ -178,15 +196,17 @@ class Cutter {
 /**
  * The chunks of a line-based file, in order, read in large blocks. Memory
  * holds one block and one chunk (at most `max` bytes plus one line). Yields
- * to the event loop between blocks; `signal` is checked there.
+ * to the event loop between blocks; `signal` is checked there. A line longer
+ * than `maxLineBytes` throws LineTooLong.
  */
 export async function* chunksOf(
   file: string,
   sizes: ChunkSizes = chunkSizes(),
   signal?: AbortSignal,
+  maxLineBytes?: number,
 ): AsyncGenerator<Chunk> {
   const fh = await fs.promises.open(file, "r")
-  const cutter = new Cutter(sizes)
+  const cutter = new Cutter(sizes, maxLineBytes)
   try {
     for (;;) {
       signal?.throwIfAborted()

@@ -14,6 +14,7 @@ import {
   chunksOf,
   copyPart,
   describeReuse,
+  LineTooLong,
   noChunkCache,
   openParts,
   packParts,
@@ -252,6 +253,16 @@ const parseUnit = async (
   }
 }
 
+/** The units, with a line past maxLineBytes reported as the file's error at that line. */
+async function* lineLimit(f: SourceFile, units: AsyncGenerator<Unit>): AsyncGenerator<Unit> {
+  try {
+    yield* units
+  } catch (e) {
+    if (e instanceof LineTooLong) throw new IngestError(f.abs, { line: e.line }, { message: e.message })
+    throw e
+  }
+}
+
 /** The units of a file: its content-defined chunks when line-based, else the whole file. */
 async function* unitsOf(
   f: SourceFile,
@@ -260,7 +271,7 @@ async function* unitsOf(
   signal: AbortSignal,
 ): AsyncGenerator<Unit> {
   if (lineBased(detected, options.textUnit)) {
-    for await (const c of chunksOf(f.abs, chunkSizes(), signal))
+    for await (const c of chunksOf(f.abs, chunkSizes(), signal, options.maxLineBytes))
       yield {
         index: c.index,
         firstLine: c.firstLine,
@@ -324,7 +335,7 @@ export const ingestFiles = async (
         continue
       }
       let read = 0
-      for await (const unit of unitsOf(f, detected, options, signal)) {
+      for await (const unit of lineLimit(f, unitsOf(f, detected, options, signal))) {
         signal.throwIfAborted()
         const key = unitKey(recipe, unit.digest, kind, detected, unit.index)
         let dir = chunks.get(key)
