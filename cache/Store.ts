@@ -497,24 +497,56 @@ export class Store {
 
   /**
    * The stored result of a chunk, when its object is intact; records that
-   * `runId`'s `node` used it (gc keeps what kept runs used). An entry whose
-   * object is gone or damaged is dropped, so the chunk is computed again.
+   * `runId`'s `node` used it (gc keeps what kept runs used), in batches: a
+   * use not yet written when the process dies only means that gc may
+   * collect an entry the dead run had reused. An entry whose object is gone
+   * or damaged is dropped, so the chunk is computed again.
    */
   chunkLookup(key: string, runId: string, node: string): string | undefined {
-    const digest = this.sql("SELECT digest FROM chunks WHERE chunk_key = ?").pluck().get(key) as
-      | string
-      | undefined
-    if (digest === undefined) return undefined
-    if (!this.objectIntact(digest)) {
+    const found = this.chunkFind(key)
+    if (found === undefined) return undefined
+    if (!found.intact) {
       this.sql("DELETE FROM chunks WHERE chunk_key = ?").run(key)
       return undefined
     }
-    this.sql("INSERT OR IGNORE INTO chunk_uses (run_id, node, chunk_key) VALUES (?, ?, ?)").run(
-      runId,
-      node,
-      key,
-    )
-    return this.objectPath(digest)
+    this.pendingUses.push([runId, node, key])
+    if (this.pendingUses.length >= 256) this.flushChunkUses()
+    return this.objectPath(found.digest)
+  }
+
+  private pendingUses: Array<[string, string, string]> = []
+
+  /** Writes the chunk uses recorded since the last flush (chunkCommit and the end of a step flush too). */
+  flushChunkUses() {
+    if (this.pendingUses.length === 0) return
+    const uses = this.pendingUses
+    this.pendingUses = []
+    const ins = this.sql("INSERT OR IGNORE INTO chunk_uses (run_id, node, chunk_key) VALUES (?, ?, ?)")
+    this.db.transaction(() => {
+      for (const u of uses) ins.run(...u)
+    })()
+  }
+
+  /** A chunk entry's object and whether it is on disk with its recorded size (stats only). */
+  private chunkFind(key: string): { digest: string; intact: boolean } | undefined {
+    const row = this.sql(
+      "SELECT c.digest, a.is_dir, a.size FROM chunks c LEFT JOIN artifacts a ON a.digest = c.digest WHERE c.chunk_key = ?",
+    ).get(key) as { digest: string; is_dir: number | null; size: number | null } | undefined
+    if (row === undefined) return undefined
+    if (row.is_dir === null) return { digest: row.digest, intact: false }
+    if (row.is_dir === 1) return { digest: row.digest, intact: this.objectIntact(row.digest) }
+    try {
+      const st = fs.statSync(this.objectPath(row.digest))
+      return { digest: row.digest, intact: st.isFile() && st.size === row.size }
+    } catch {
+      return { digest: row.digest, intact: false }
+    }
+  }
+
+  /** A chunk entry's stored path when its object is intact, recording nothing (for `plan`). */
+  chunkPeek(key: string): string | undefined {
+    const found = this.chunkFind(key)
+    return found?.intact === true ? this.objectPath(found.digest) : undefined
   }
 
   /**
@@ -524,6 +556,7 @@ export class Store {
    */
   chunkCommit(key: string, src: string, step: string, runId: string, node: string): string {
     const object = this.putObject(src)
+    this.flushChunkUses()
     this.db
       .transaction(() => {
         const now = Date.now()

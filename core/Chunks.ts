@@ -95,90 +95,148 @@ const lineHash = (buf: Buffer, s: number, e: number): number => {
 
 const READ = 4 * 1024 * 1024
 
+/** A line longer than the reader allows (a file with no line breaks is not line-based). */
+export class LineTooLong extends Error {
+  constructor(
+    /** 1-based line number. */
+    readonly line: number,
+    readonly maxLineBytes: number,
+  ) {
+    super(
+      `line is longer than maxLineBytes (${maxLineBytes} bytes) and has no line break yet: not a line-based file, or raise maxLineBytes`,
+    )
+  }
+}
+
+/** Cuts blocks of a file's bytes into chunks as they come (the one place cuts are decided). */
+class Cutter {
+  private parts: Buffer[] = []
+  private partBytes = 0
+  private hash = createHash("sha256")
+  private index = 0
+  private firstLine = 0
+  private lines = 0
+  private offset = 0
+  private carry: Buffer = Buffer.alloc(0)
+  private readonly span: number
+
+  constructor(
+    private readonly sizes: ChunkSizes,
+    private readonly maxLine = Number.POSITIVE_INFINITY,
+  ) {
+    this.span = sizes.target - sizes.min
+  }
+
+  private add(piece: Buffer) {
+    this.parts.push(Buffer.from(piece))
+    this.partBytes += piece.length
+    this.hash.update(piece)
+  }
+
+  private cut(): Chunk {
+    const bytes = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.partBytes)
+    const c: Chunk = {
+      index: this.index++,
+      firstLine: this.firstLine,
+      lines: this.lines,
+      offset: this.offset,
+      bytes,
+      digest: this.hash.digest("hex"),
+    }
+    this.offset += this.partBytes
+    this.firstLine += this.lines
+    this.lines = 0
+    this.parts = []
+    this.partBytes = 0
+    this.hash = createHash("sha256")
+    return c
+  }
+
+  /** The chunks the next block of bytes completes. */
+  push(block: Buffer): Chunk[] {
+    const buf = this.carry.length === 0 ? block : Buffer.concat([this.carry, block])
+    const { min, max } = this.sizes
+    let start = 0 // start of the bytes of buf not yet in a part
+    let lineStart = 0
+    const out: Chunk[] = []
+    for (;;) {
+      const nl = buf.indexOf(10, lineStart)
+      if (nl < 0) break
+      this.lines++
+      const lineEnd = nl + 1
+      const grown = this.partBytes + (lineEnd - start)
+      if (
+        grown >= max ||
+        (grown >= min && lineHash(buf, lineStart, nl) / 4294967296 < (lineEnd - lineStart) / this.span)
+      ) {
+        this.add(buf.subarray(start, lineEnd))
+        out.push(this.cut())
+        start = lineEnd
+      }
+      lineStart = lineEnd
+    }
+    if (start < lineStart) this.add(buf.subarray(start, lineStart))
+    this.carry = Buffer.from(buf.subarray(lineStart))
+    // memory stays bounded: an unfinished line past the limit is refused, not gathered
+    if (this.carry.length > this.maxLine) throw new LineTooLong(this.firstLine + this.lines + 1, this.maxLine)
+    return out
+  }
+
+  /** The last chunk (a final line without a newline included), if any bytes are left. */
+  end(): Chunk | undefined {
+    if (this.carry.length > 0) {
+      this.lines++
+      this.add(this.carry)
+      this.carry = Buffer.alloc(0)
+    }
+    return this.partBytes > 0 ? this.cut() : undefined
+  }
+}
+
 /**
  * The chunks of a line-based file, in order, read in large blocks. Memory
  * holds one block and one chunk (at most `max` bytes plus one line). Yields
- * to the event loop between blocks; `signal` is checked there.
+ * to the event loop between blocks; `signal` is checked there. A line longer
+ * than `maxLineBytes` throws LineTooLong.
  */
 export async function* chunksOf(
   file: string,
   sizes: ChunkSizes = chunkSizes(),
   signal?: AbortSignal,
+  maxLineBytes?: number,
 ): AsyncGenerator<Chunk> {
   const fh = await fs.promises.open(file, "r")
-  const span = sizes.target - sizes.min
-  let parts: Buffer[] = []
-  let partBytes = 0
-  let hash = createHash("sha256")
-  let index = 0
-  let firstLine = 0
-  let lines = 0
-  let offset = 0
-  const cut = (): Chunk => {
-    const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts, partBytes)
-    const c: Chunk = { index: index++, firstLine, lines, offset, bytes, digest: hash.digest("hex") }
-    offset += partBytes
-    firstLine += lines
-    lines = 0
-    parts = []
-    partBytes = 0
-    hash = createHash("sha256")
-    return c
-  }
+  const cutter = new Cutter(sizes, maxLineBytes)
   try {
-    let carry: Buffer = Buffer.alloc(0)
     for (;;) {
       signal?.throwIfAborted()
       const block = Buffer.allocUnsafe(READ)
       const { bytesRead } = await fh.read(block, 0, READ, null)
-      const eof = bytesRead === 0
-      const buf =
-        carry.length === 0
-          ? block.subarray(0, bytesRead)
-          : Buffer.concat([carry, block.subarray(0, bytesRead)])
-      let start = 0 // start of the bytes of buf not yet in a part
-      let lineStart = 0
-      const out: Chunk[] = []
-      for (;;) {
-        const nl = buf.indexOf(10, lineStart)
-        if (nl < 0) break
-        lines++
-        const lineEnd = nl + 1
-        const grown = partBytes + (lineEnd - start)
-        if (
-          grown >= sizes.max ||
-          (grown >= sizes.min && lineHash(buf, lineStart, nl) / 4294967296 < (lineEnd - lineStart) / span)
-        ) {
-          const piece = buf.subarray(start, lineEnd)
-          parts.push(Buffer.from(piece))
-          partBytes += piece.length
-          hash.update(piece)
-          out.push(cut())
-          start = lineEnd
-        }
-        lineStart = lineEnd
-      }
-      if (start < lineStart) {
-        const piece = buf.subarray(start, lineStart)
-        parts.push(Buffer.from(piece))
-        partBytes += piece.length
-        hash.update(piece)
-      }
-      carry = Buffer.from(buf.subarray(lineStart))
-      for (const c of out) yield c
-      if (eof) {
-        if (carry.length > 0) {
-          lines++
-          parts.push(carry)
-          partBytes += carry.length
-          hash.update(carry)
-        }
-        if (partBytes > 0) yield cut()
-        return
-      }
+      if (bytesRead === 0) break
+      for (const c of cutter.push(block.subarray(0, bytesRead))) yield c
     }
+    const last = cutter.end()
+    if (last !== undefined) yield last
   } finally {
     await fh.close()
+  }
+}
+
+/** chunksOf without yielding to the event loop (for `plan`, which reads but never runs). */
+export function* chunksOfSync(file: string, sizes: ChunkSizes = chunkSizes()): Generator<Chunk> {
+  const fd = fs.openSync(file, "r")
+  const cutter = new Cutter(sizes)
+  try {
+    const block = Buffer.allocUnsafe(READ)
+    for (;;) {
+      const n = fs.readSync(fd, block, 0, READ, null)
+      if (n === 0) break
+      for (const c of cutter.push(block.subarray(0, n))) yield c
+    }
+    const last = cutter.end()
+    if (last !== undefined) yield last
+  } finally {
+    fs.closeSync(fd)
   }
 }
 

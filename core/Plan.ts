@@ -6,11 +6,19 @@
  */
 import type { Store } from "../cache/Store.ts"
 import type { Artifact, Ref } from "./Artifact.ts"
+import { type ChunkReuse, describeReuse } from "./Chunks.ts"
 import { type Override, prepareAll } from "./Params.ts"
-import { dependencies, type Pipeline } from "./Pipeline.ts"
+import { dependencies, type Pipeline, type StepNode } from "./Pipeline.ts"
+import type { ChunkPlan } from "./Plugin.ts"
 import { environmentOf, ingredientsOf, inputDigests, selectNodes, storedArtifact } from "./Run.ts"
 import { resolveSource } from "./Sources.ts"
-import { describeEnvironmentChange, diffIngredients, type KeyIngredients, stepKey } from "./StepKey.ts"
+import {
+  chunkRecipe,
+  describeEnvironmentChange,
+  diffIngredients,
+  type KeyIngredients,
+  stepKey,
+} from "./StepKey.ts"
 
 export interface PlanStep {
   readonly node: string
@@ -18,6 +26,8 @@ export interface PlanStep {
   readonly status: "cached" | "run"
   readonly key: string | null
   readonly reasons: ReadonlyArray<string>
+  /** For a chunked step whose inputs exist: its chunks, how many are in the store, how many to compute. */
+  readonly chunks?: ChunkReuse
 }
 
 export interface PlanOptions {
@@ -136,7 +146,48 @@ export const plan = (options: PlanOptions): PlanStep[] => {
         else reasons.push(`plugin ${d.ingredient}: ${d.from} -> ${d.to}`)
       }
     if (reasons.length === 0) reasons.push("not in the cache")
-    steps.push({ node: name, plugin: node.plugin.name, status: "run", key, reasons })
+    const chunks = planChunks(node, params.get(name)!.decoded, ingredients, known, store)
+    if (chunks !== undefined) reasons.push(describeReuse(name, chunks.verb, chunks.reuse))
+    steps.push({
+      node: name,
+      plugin: node.plugin.name,
+      status: "run",
+      key,
+      reasons,
+      ...(chunks === undefined ? {} : { chunks: chunks.reuse }),
+    })
   }
   return steps
+}
+
+/** A chunked step's own estimate of what it would reuse (Plugin.chunkPlan); undefined when it has none or fails. */
+const planChunks = (
+  node: StepNode,
+  decoded: unknown,
+  ingredients: KeyIngredients,
+  known: ReadonlyMap<string, Record<string, Artifact>>,
+  store: Store,
+): ChunkPlan | undefined => {
+  const estimate = node.plugin.chunkPlan
+  if (estimate === undefined) return undefined
+  const inputs: Record<string, unknown> = {}
+  for (const [k, wired] of Object.entries(node.inputs) as Array<
+    [string, Ref | ReadonlyArray<Ref> | undefined]
+  >)
+    inputs[k] =
+      wired === undefined
+        ? undefined
+        : Array.isArray(wired)
+          ? wired.map((r: Ref) => known.get(r.node)![r.output])
+          : known.get((wired as Ref).node)![(wired as Ref).output]
+  try {
+    return estimate({
+      params: decoded,
+      inputs: inputs as never,
+      recipe: (chunked) => chunkRecipe(ingredients, chunked),
+      peek: (k) => store.chunkPeek(k),
+    })
+  } catch {
+    return undefined
+  }
 }

@@ -11,7 +11,7 @@
 import { createHash } from "node:crypto"
 import { Effect, Schema } from "effect"
 import type { Artifact, ArtifactKind, InputSpec, RuntimeInput } from "./Artifact.ts"
-import type { ChunkCache } from "./Chunks.ts"
+import type { ChunkCache, ChunkReuse } from "./Chunks.ts"
 import { npmEnvironment } from "./Packages.ts"
 
 export interface Resources {
@@ -73,6 +73,22 @@ export interface PublishContext<P, O extends Record<string, ArtifactKind>> {
 type MetaOf<K> = K extends ArtifactKind<string, infer M> ? M : never
 export type OutputMeta<O extends Record<string, ArtifactKind>> = { readonly [K in keyof O]?: MetaOf<O[K]> }
 
+/** What `plan` gives a chunked step to tell, before it runs, how much of its work is in the store. */
+export interface ChunkPlanContext<P, I extends Record<string, InputSpec>> {
+  readonly params: P
+  readonly inputs: { readonly [K in keyof I]: RuntimeInput<I[K]> }
+  /** The step's recipe without the `chunked` inputs (core/StepKey.ts chunkRecipe). */
+  readonly recipe: (chunked: ReadonlyArray<string>) => string
+  /** A chunk entry's stored file, or undefined; records nothing. */
+  readonly peek: (key: string) => string | undefined
+}
+
+/** "parse" and the counts: `plan` prints "ingest: 2 of 412 chunks to parse (410 reused)". */
+export interface ChunkPlan {
+  readonly verb: string
+  readonly reuse: ChunkReuse
+}
+
 /** The failure of a step: what went wrong and where, in the user's terms. */
 export class StepError extends Schema.TaggedError<StepError>()("StepError", {
   message: Schema.String,
@@ -110,6 +126,8 @@ export interface Plugin<
   readonly run: (ctx: StepContext<P["Type"], I, O>) => Effect.Effect<OutputMeta<O> | undefined, Failure>
   /** A sink's check on a cache hit (see PluginOptions.publish). */
   readonly publish?: (ctx: PublishContext<P["Type"], O>) => Effect.Effect<void, Failure>
+  /** A chunked step's estimate for `plan` (see PluginOptions.chunkPlan). */
+  readonly chunkPlan?: (ctx: ChunkPlanContext<P["Type"], I>) => ChunkPlan | undefined
 }
 
 export interface PluginOptions<
@@ -156,6 +174,13 @@ export interface PluginOptions<
    * Not called where writing outside the store is off (`reproduce`).
    */
   readonly publish?: (ctx: PublishContext<P["Type"], O>) => Effect.Effect<void, Failure>
+  /**
+   * For a chunked step (core/Chunks.ts): how many of its chunks a run would
+   * compute and how many it finds in the store, from its inputs, without
+   * running. Called by `plan` when the step will run and its inputs exist;
+   * must be cheap (it may read the inputs, never write).
+   */
+  readonly chunkPlan?: (ctx: ChunkPlanContext<P["Type"], I>) => ChunkPlan | undefined
 }
 
 /** What a step's Effect yields: metadata per output, or nothing (Effect.void). */
@@ -205,6 +230,7 @@ export const definePlugin = <
     resources: options.resources ?? {},
     ...(environment === undefined ? {} : { environment }),
     ...(options.publish === undefined ? {} : { publish: options.publish }),
+    ...(options.chunkPlan === undefined ? {} : { chunkPlan: options.chunkPlan }),
     run: (ctx) => Effect.map(options.run(ctx), (m) => (m === undefined ? undefined : (m as OutputMeta<O>))),
   }
 }

@@ -13,7 +13,7 @@ import * as path from "node:path"
 import { Cause, Deferred, Effect, Exit, Fiber, Schema, Semaphore } from "effect"
 import { type ExecutionRecord, removeTree, type Store, type StoredObject } from "../cache/Store.ts"
 import type { Artifact, ArtifactKind, InputSpec, Ref } from "./Artifact.ts"
-import type { ChunkCache } from "./Chunks.ts"
+import type { ChunkCache, ChunkReuse } from "./Chunks.ts"
 import { type Override, prepareAll } from "./Params.ts"
 import { dependencies, type Node, type Pipeline, type StepNode, topoOrder } from "./Pipeline.ts"
 import type { Annotations, Failure, InputArtifacts } from "./Plugin.ts"
@@ -31,6 +31,8 @@ export interface StepOutcome {
   readonly ms: number
   readonly error?: string
   readonly group?: string
+  /** A chunked data step's reuse (core/Chunks.ts): its chunks, how many came from the store. */
+  readonly chunks?: ChunkReuse
 }
 
 export interface RunResult {
@@ -109,6 +111,9 @@ interface NodeResult {
 }
 
 class FailFast extends Error {}
+
+const isReuse = (x: unknown): x is ChunkReuse =>
+  typeof x === "object" && x !== null && typeof (x as ChunkReuse).chunks === "number"
 
 /** Builds the runtime view of a stored artifact. */
 export const storedArtifact = (store: Store, digest: string): Artifact => {
@@ -539,7 +544,12 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
               }),
             ),
             Effect.exit,
-            Effect.ensuring(Effect.sync(() => removeTree(tmp))),
+            Effect.ensuring(
+              Effect.sync(() => {
+                store.flushChunkUses()
+                removeTree(tmp)
+              }),
+            ),
             Effect.onInterrupt(() =>
               Effect.sync(() => {
                 store.record({
@@ -594,6 +604,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
               outputs: digestsOf(outs),
               ms,
               ...group,
+              ...(isReuse(annotations.chunks) ? { chunks: annotations.chunks } : {}),
             },
             undefined,
             { ok: true, outputs: outs },

@@ -224,6 +224,7 @@ export const runJson = (r: RunResult) => ({
     outputs: Object.fromEntries(Object.entries(s.outputs).map(([k, d]) => [k, `sha256:${d}`])),
     ms: s.ms,
     ...(s.error === undefined ? {} : { error: s.error }),
+    ...(s.chunks === undefined ? {} : { chunks: s.chunks }),
   })),
 })
 
@@ -247,7 +248,14 @@ const cmdPlan = async (argv: ReadonlyArray<string>): Promise<number> => {
   store.close()
   if (bool(args, "json")) {
     process.stdout.write(
-      `${JSON.stringify({ steps: steps.map((s) => ({ node: s.node, status: s.status, reasons: s.reasons })) })}\n`,
+      `${JSON.stringify({
+        steps: steps.map((s) => ({
+          node: s.node,
+          status: s.status,
+          reasons: s.reasons,
+          ...(s.chunks === undefined ? {} : { chunks: s.chunks }),
+        })),
+      })}\n`,
     )
     return 0
   }

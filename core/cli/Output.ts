@@ -90,7 +90,11 @@ export const makeReporter = (options: { readonly verbose: boolean; readonly quie
         }
         clear()
         const o = e.outcome
-        const extra = o.status === "ran" || o.status === "failed" ? dim(` ${seconds(o.ms)}`) : ""
+        const reuse =
+          o.chunks === undefined
+            ? ""
+            : `, ${o.chunks.computed} of ${o.chunks.chunks} chunk${o.chunks.chunks === 1 ? "" : "s"} computed (${o.chunks.reused} reused)`
+        const extra = o.status === "ran" || o.status === "failed" ? dim(` ${seconds(o.ms)}${reuse}`) : ""
         process.stdout.write(
           `  ${statusWord(o)} ${o.node}${o.plugin !== "source" ? dim(` (${o.plugin})`) : ""}${extra}\n`,
         )

@@ -10,11 +10,11 @@ import { Effect } from "effect"
 import type { Artifact } from "../../core/Artifact.ts"
 import {
   type ChunkCache,
-  chunkKey,
   chunkSizes,
   chunksOf,
   copyPart,
   describeReuse,
+  LineTooLong,
   noChunkCache,
   openParts,
   packParts,
@@ -36,6 +36,7 @@ import { describe, type Problem, type RawSink, SourceError, type Where } from ".
 import { type RecordKind, recordLine } from "./Records.ts"
 import { RecordWriter } from "./RecordWriter.ts"
 import { TextFileParser, TextLinesParser } from "./Text.ts"
+import { lineBased, unitKey } from "./Units.ts"
 
 export interface IngestOptions extends MappingOptions {
   readonly format: Format | "auto"
@@ -147,9 +148,6 @@ interface UnitSummary {
   readonly read: number
 }
 
-const lineBased = (d: Detected, options: IngestOptions): boolean =>
-  !d.gzip && (d.format === "jsonl" || (d.format === "text" && options.textUnit === "line"))
-
 const shift = (where: Where, lines: number): Where =>
   lines === 0 || where.line === undefined ? where : { ...where, line: where.line + lines }
 
@@ -255,6 +253,16 @@ const parseUnit = async (
   }
 }
 
+/** The units, with a line past maxLineBytes reported as the file's error at that line. */
+async function* lineLimit(f: SourceFile, units: AsyncGenerator<Unit>): AsyncGenerator<Unit> {
+  try {
+    yield* units
+  } catch (e) {
+    if (e instanceof LineTooLong) throw new IngestError(f.abs, { line: e.line }, { message: e.message })
+    throw e
+  }
+}
+
 /** The units of a file: its content-defined chunks when line-based, else the whole file. */
 async function* unitsOf(
   f: SourceFile,
@@ -262,8 +270,8 @@ async function* unitsOf(
   options: IngestOptions,
   signal: AbortSignal,
 ): AsyncGenerator<Unit> {
-  if (lineBased(detected, options)) {
-    for await (const c of chunksOf(f.abs, chunkSizes(), signal))
+  if (lineBased(detected, options.textUnit)) {
+    for await (const c of chunksOf(f.abs, chunkSizes(), signal, options.maxLineBytes))
       yield {
         index: c.index,
         firstLine: c.firstLine,
@@ -327,13 +335,9 @@ export const ingestFiles = async (
         continue
       }
       let read = 0
-      for await (const unit of unitsOf(f, detected, options, signal)) {
+      for await (const unit of lineLimit(f, unitsOf(f, detected, options, signal))) {
         signal.throwIfAborted()
-        const key = chunkKey(
-          recipe,
-          unit.digest,
-          `${kind ?? ""}|${detected.format}|${detected.gzip ? "gzip" : ""}|${unit.index === 0 ? "start" : ""}`,
-        )
+        const key = unitKey(recipe, unit.digest, kind, detected, unit.index)
         let dir = chunks.get(key)
         if (dir !== undefined) reuse.hit()
         else {

@@ -7,6 +7,7 @@ import { Effect, Schema } from "effect"
 import { Files } from "../../core/Artifact.ts"
 import { definePlugin, type StepContext, withDefault } from "../../core/Plugin.ts"
 import { Records, Report } from "../kinds.ts"
+import { planUnits } from "./Units.ts"
 
 const Role = Schema.Literals(["system", "user", "assistant"])
 
@@ -53,4 +54,13 @@ export const ingest = definePlugin({
       Effect.promise(() => import("./Run.ts")),
       (m) => m.run(ctx),
     ),
+  // `plan`: which chunks of the sources a run would parse again.
+  chunkPlan: (ctx) => {
+    const a = ctx.inputs.files
+    const files =
+      a.files.length > 0
+        ? a.files.map((f) => ({ abs: f.abs, size: f.size, digest: f.digest }))
+        : [{ abs: a.path, size: a.size, digest: a.digest }]
+    return { verb: "parse", reuse: planUnits(files, ctx.params, ctx.recipe(["files"]), ctx.peek) }
+  },
 })

@@ -61,6 +61,7 @@ describe.skipIf(!have)("content-defined chunks", () => {
       expect(store.chunkLookup("k1", "run-2", "node")).toBe(stored)
       expect(store.chunkLookup("k2", "run-2", "node")).toBeUndefined()
       expect(verifyStore(store).problems).toEqual([])
+      store.flushChunkUses()
       const uses = store.db.prepare("SELECT run_id FROM chunk_uses ORDER BY run_id").pluck().all()
       expect(uses).toEqual(["run-1", "run-2"])
       // a damaged object is reported, and the entry is dropped on lookup
