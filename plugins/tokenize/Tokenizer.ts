@@ -401,16 +401,45 @@ class HfTokenizer implements TextTokenizer {
         at += codePoints(texts[g.first + i]!)
         ends.push(at)
       }
-      const parts: number[][] = ends.map(() => [])
-      const offsets = e.getOffsets()
-      let part = 0
-      ids.forEach((id, t) => {
-        const start = offsets[t]![0]!
-        const end = offsets[t]![1]!
-        const last = end > start ? end - 1 : start
-        while (part < g.count - 1 && last >= ends[part]!) part++
-        parts[part]!.push(id)
-      })
+      // Where each text's tokens end: after the token that holds its last character, unless that token runs on
+      // into the next text (then it is the next text's). Asking only at the boundaries spares getOffsets().
+      const cuts: number[] = []
+      let previous = 0
+      for (let i = 0; i < g.count - 1; i++) {
+        let cut = previous
+        if (ends[i]! > 0) {
+          let t = e.charToToken(ends[i]! - 1)
+          if (t === undefined || t === null || t < 0) {
+            cut = -1
+          } else {
+            // The last token ending inside this text (a character can span tokens: byte-level BPE splits 😀).
+            while (t + 1 < ids.length && (e.tokenToChars(t + 1)?.[1] ?? Infinity) <= ends[i]!) t++
+            cut = (e.tokenToChars(t)?.[1] ?? 0) > ends[i]! ? t : t + 1
+          }
+        }
+        if (cut < previous) {
+          cuts.length = 0
+          break
+        }
+        cuts.push(cut)
+        previous = cut
+      }
+      let parts: number[][]
+      if (cuts.length === g.count - 1) {
+        parts = [...cuts, ids.length].map((end, i) => ids.slice(i === 0 ? 0 : cuts[i - 1]!, end))
+      } else {
+        // A character no token holds (a normalizer dropped it): by every token's offsets.
+        parts = ends.map(() => [])
+        const offsets = e.getOffsets()
+        let part = 0
+        ids.forEach((id, t) => {
+          const start = offsets[t]![0]!
+          const end = offsets[t]![1]!
+          const last = end > start ? end - 1 : start
+          while (part < g.count - 1 && last >= ends[part]!) part++
+          parts[part]!.push(id)
+        })
+      }
       out.push(...parts)
     })
     return out
