@@ -8,6 +8,7 @@
  *   tokenizer_config.json      bos/eos/pad/unk tokens (strings or AddedToken
  *                              objects), add_bos_token / add_eos_token, and
  *                              chat_template (a string or named templates)
+ *   special_tokens_map.json    the tokens tokenizer_config.json leaves out
  *   chat_template.jinja        the template as transformers 5 saves it; it
  *                              wins over tokenizer_config.json's, and
  *                              additional_chat_templates/*.jinja are named ones
@@ -304,35 +305,54 @@ class HfTokenizer implements TextTokenizer {
       config = c
     }
     const cfg = configFile ?? file
-    const idOf = (token: string | undefined, field: string): number | undefined => {
-      if (token === undefined) return undefined
-      const id = native.tokenToId(token)
+    // special_tokens_map.json (older repositories keep the tokens there) fills what tokenizer_config.json leaves out.
+    const mapFile = dir === undefined ? undefined : path.join(dir, "special_tokens_map.json")
+    let map: Record<string, unknown> = {}
+    if (mapFile !== undefined && fs.existsSync(mapFile)) {
+      const m = parseJsonFile(mapFile, fs.readFileSync(mapFile, "utf8"))
+      if (!isRecord(m)) throw tokenizerError(mapFile, `${mapFile} must hold a JSON object`)
+      map = m
+    }
+    const tokenOf = (field: string): { token: string; file: string } | undefined => {
+      const own = tokenString(cfg, config, field)
+      if (own !== undefined) return { token: own, file: cfg }
+      const mapped = mapFile === undefined ? undefined : tokenString(mapFile, map, field)
+      return mapped === undefined ? undefined : { token: mapped, file: mapFile! }
+    }
+    const idOf = (found: { token: string; file: string } | undefined, field: string): number | undefined => {
+      if (found === undefined) return undefined
+      const id = native.tokenToId(found.token)
       if (id === null || id === undefined) {
         throw tokenizerError(
-          cfg,
-          `${cfg}: ${field} ${JSON.stringify(token)} is not in the vocabulary of ${file}`,
+          found.file,
+          `${found.file}: ${field} ${JSON.stringify(found.token)} is not in the vocabulary of ${file}`,
           { field },
         )
       }
       return id
     }
-    const known = (list: ReadonlyArray<string>) => list.find((t) => native.tokenToId(t) != null)
-    const eosToken = tokenString(cfg, config, "eos_token") ?? known(EOS_CANDIDATES)
-    if (eosToken === undefined) {
+    const known = (list: ReadonlyArray<string>) => {
+      const token = list.find((t) => native.tokenToId(t) != null)
+      return token === undefined ? undefined : { token, file }
+    }
+    const eos = tokenOf("eos_token") ?? known(EOS_CANDIDATES)
+    if (eos === undefined) {
       throw tokenizerError(
         file,
         `${file}: no end-of-sequence token: put tokenizer_config.json with "eos_token" beside tokenizer.json`,
         { field: "eos_token" },
       )
     }
-    const bosToken = tokenString(cfg, config, "bos_token") ?? known(BOS_CANDIDATES)
-    const eosId = idOf(eosToken, "eos_token")!
-    const bosId = idOf(bosToken, "bos_token")
-    const padId = idOf(tokenString(cfg, config, "pad_token"), "pad_token") ?? eosId
+    const bos = tokenOf("bos_token") ?? known(BOS_CANDIDATES)
+    const eosToken = eos.token
+    const bosToken = bos?.token
+    const eosId = idOf(eos, "eos_token")!
+    const bosId = idOf(bos, "bos_token")
+    const padId = idOf(tokenOf("pad_token"), "pad_token") ?? eosId
     const specialTokens: Record<string, string> = {}
     for (const field of SPECIAL_TOKEN_FIELDS) {
-      const t = tokenString(cfg, config, field)
-      if (t !== undefined) specialTokens[field] = t
+      const t = tokenOf(field)
+      if (t !== undefined) specialTokens[field] = t.token
     }
     // Without tokenizer_config.json, the tokens found by convention.
     if (configFile === undefined || !fs.existsSync(configFile)) {
@@ -401,16 +421,45 @@ class HfTokenizer implements TextTokenizer {
         at += codePoints(texts[g.first + i]!)
         ends.push(at)
       }
-      const parts: number[][] = ends.map(() => [])
-      const offsets = e.getOffsets()
-      let part = 0
-      ids.forEach((id, t) => {
-        const start = offsets[t]![0]!
-        const end = offsets[t]![1]!
-        const last = end > start ? end - 1 : start
-        while (part < g.count - 1 && last >= ends[part]!) part++
-        parts[part]!.push(id)
-      })
+      // Where each text's tokens end: after the token that holds its last character, unless that token runs on
+      // into the next text (then it is the next text's). Asking only at the boundaries spares getOffsets().
+      const cuts: number[] = []
+      let previous = 0
+      for (let i = 0; i < g.count - 1; i++) {
+        let cut = previous
+        if (ends[i]! > 0) {
+          let t = e.charToToken(ends[i]! - 1)
+          if (t === undefined || t === null || t < 0) {
+            cut = -1
+          } else {
+            // The last token ending inside this text (a character can span tokens: byte-level BPE splits 😀).
+            while (t + 1 < ids.length && (e.tokenToChars(t + 1)?.[1] ?? Infinity) <= ends[i]!) t++
+            cut = (e.tokenToChars(t)?.[1] ?? 0) > ends[i]! ? t : t + 1
+          }
+        }
+        if (cut < previous) {
+          cuts.length = 0
+          break
+        }
+        cuts.push(cut)
+        previous = cut
+      }
+      let parts: number[][]
+      if (cuts.length === g.count - 1) {
+        parts = [...cuts, ids.length].map((end, i) => ids.slice(i === 0 ? 0 : cuts[i - 1]!, end))
+      } else {
+        // A character no token holds (a normalizer dropped it): by every token's offsets.
+        parts = ends.map(() => [])
+        const offsets = e.getOffsets()
+        let part = 0
+        ids.forEach((id, t) => {
+          const start = offsets[t]![0]!
+          const end = offsets[t]![1]!
+          const last = end > start ? end - 1 : start
+          while (part < g.count - 1 && last >= ends[part]!) part++
+          parts[part]!.push(id)
+        })
+      }
       out.push(...parts)
     })
     return out

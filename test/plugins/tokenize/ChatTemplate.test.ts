@@ -1,6 +1,6 @@
 /**
  * A model directory as the tokenizer, and its own chat template rendered as
- * transformers renders it. For each family (Llama 3.2, Qwen2.5, Qwen3,
+ * transformers renders it. For each family (Llama 3.2, Llama 3.1/3.3, Qwen2.5, Qwen3,
  * Mistral v0.3, SmolLM2) the real template (test/fixtures/templates, with
  * its source) goes into a small model directory that transformers itself
  * saves (GPT-2's byte-level BPE with the family's special tokens), and
@@ -24,17 +24,27 @@ const templates = path.join(repoRoot, "test/fixtures/templates")
 const gpt2Json = path.join(gpt2Dir, "tokenizer.json")
 const ready = hasTorch && haveShared("the chat template suite", gpt2Json)
 
-const FAMILIES = ["llama3", "qwen2.5", "qwen3", "mistral", "smollm2"] as const
+const FAMILIES = ["llama3", "llama3.3", "qwen2.5", "qwen3", "mistral", "smollm2"] as const
 type Family = (typeof FAMILIES)[number]
 
 interface Case {
   readonly name: string
-  readonly family?: Family
+  readonly families?: ReadonlyArray<Family>
   readonly messages: ReadonlyArray<Message>
   readonly kwargs?: Record<string, unknown>
 }
 
 const CASES: ReadonlyArray<Case> = [
+  {
+    // Llama 3.2 writes today's date (strftime_now) and 3.1/3.3 a fixed one, unless date_string is given.
+    name: "pinned date",
+    families: ["llama3", "llama3.3"],
+    kwargs: { date_string: "05 Mar 2025" },
+    messages: [
+      { role: "user", content: "Hi" },
+      { role: "assistant", content: "Hello." },
+    ],
+  },
   {
     name: "system",
     messages: [
@@ -64,7 +74,7 @@ const CASES: ReadonlyArray<Case> = [
   },
   {
     name: "thinking",
-    family: "qwen3",
+    families: ["qwen3"],
     messages: [
       { role: "user", content: "Sum 2+3" },
       { role: "assistant", content: "<think>\nAdd them.\n</think>\n\n5" },
@@ -74,7 +84,7 @@ const CASES: ReadonlyArray<Case> = [
   },
   {
     name: "no thinking",
-    family: "qwen3",
+    families: ["qwen3"],
     kwargs: { enable_thinking: false },
     messages: [
       { role: "user", content: "Sum 2+3" },
@@ -88,6 +98,13 @@ const CASES: ReadonlyArray<Case> = [
 /** What each family trains on for each case: the reply as the template writes it and its end of turn. */
 const TRAINED: Record<Family, Record<string, string>> = {
   llama3: {
+    "pinned date": "Hello.<|eot_id|>",
+    system: "5<|eot_id|>",
+    "multi-turn": "Hello there.<|eot_id|>It is 5.<|eot_id|>",
+    "multi-turn with system": "2<|eot_id|>4<|eot_id|>",
+  },
+  "llama3.3": {
+    "pinned date": "Hello.<|eot_id|>",
     system: "5<|eot_id|>",
     "multi-turn": "Hello there.<|eot_id|>It is 5.<|eot_id|>",
     "multi-turn with system": "2<|eot_id|>4<|eot_id|>",
@@ -137,7 +154,8 @@ interface Reference {
   >
 }
 
-const casesOf = (family: Family) => CASES.filter((c) => c.family === undefined || c.family === family)
+const casesOf = (family: Family) =>
+  CASES.filter((c) => c.families === undefined || c.families.includes(family))
 
 describe.skipIf(!ready)("a model directory's chat template, as transformers' apply_chat_template", () => {
   let ref: Reference
@@ -156,12 +174,7 @@ describe.skipIf(!ready)("a model directory's chat template, as transformers' app
       // eval stops at every one of them, as ids and as text.
       expect(defaultStops("chat_template", tok).sort()).toEqual([...fam.eos_tokens].sort())
       expect(tok.addsBos).toBe(fam.adds_bos)
-      expect(tok.chatTemplate).toBe(
-        fs.readFileSync(
-          path.join(templates, fs.readdirSync(templates).find((f) => templateOf(family) === f)!),
-          "utf8",
-        ),
-      )
+      expect(tok.chatTemplate).toBe(fs.readFileSync(path.join(templates, templateOf(family)), "utf8"))
       const cases = casesOf(family)
       expect(fam.cases.map((c) => c.name)).toEqual(cases.map((c) => c.name))
       for (const [i, c] of cases.entries()) {
@@ -173,6 +186,8 @@ describe.skipIf(!ready)("a model directory's chat template, as transformers' app
         const record = { messages: [...c.messages] }
         const parts = renderer.render(record)
         expect(parts.map((p) => p.text).join(""), `${family} ${c.name}`).toBe(want.full.text)
+        if (typeof c.kwargs?.date_string === "string")
+          expect(want.full.text).toContain(`Today Date: ${c.kwargs.date_string}`)
         expect(renderer.prompt(record), `${family} ${c.name} prompt`).toBe(want.prompt.text)
 
         // The tokenize step: ids exactly apply_chat_template(tokenize=True), one BOS, no EOS after the end of turn.
@@ -212,6 +227,7 @@ describe.skipIf(!ready)("a model directory's chat template, as transformers' app
 const templateOf = (family: Family): string =>
   ({
     llama3: "llama-3.2-instruct.jinja",
+    "llama3.3": "llama-3.3-instruct.jinja",
     "qwen2.5": "qwen2.5-instruct.jinja",
     qwen3: "qwen3.jinja",
     mistral: "mistral-7b-instruct-v0.3.jinja",

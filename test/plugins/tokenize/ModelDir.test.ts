@@ -57,6 +57,17 @@ describe.skipIf(!haveShared("the model directory suite", gpt2Json))(
       expect(tok.specialTokens).toEqual({ bos_token: "<|endoftext|>", eos_token: "<|endoftext|>" })
       expect(tok.addsBos).toBe(false)
       expect(defaultStops("chat_template", tok)).toEqual(["<|endoftext|>", "."])
+      // special_tokens_map.json fills what tokenizer_config.json leaves out (older repositories keep the tokens there).
+      const mapped = await loadTokenizer(
+        modelDir({
+          "tokenizer_config.json": { add_bos_token: true },
+          "special_tokens_map.json": { bos_token: { content: "<|endoftext|>" }, eos_token: "<|endoftext|>" },
+        }),
+      )
+      expect([mapped.bosId, mapped.eosId, mapped.addsBos]).toEqual([50256, 50256, true])
+      await expect(
+        loadTokenizer(modelDir({ "special_tokens_map.json": { pad_token: "<pad>" } })),
+      ).rejects.toThrow(/special_tokens_map\.json: pad_token "<pad>" is not in the vocabulary/)
       // Without generation_config.json, config.json's eos_token_id (a model directory's own).
       const plain = await loadTokenizer(modelDir({ "config.json": { eos_token_id: 50256 } }))
       expect(plain.eosIds).toEqual([50256])

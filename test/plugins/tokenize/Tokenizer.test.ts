@@ -60,6 +60,42 @@ describe.skipIf(!hasData)("Hugging Face tokenizer.json", () => {
     )
   })
 
+  it("encodes the texts of one sequence as one text, each token going to the text that holds its last character", async () => {
+    const tok = await loadTokenizer(path.join(gpt2Dir, "tokenizer.json"))
+    const reference = HfNative.fromFile(path.join(gpt2Dir, "tokenizer.json"))
+    reference.disableTruncation()
+    const texts: string[] = []
+    const continued: boolean[] = []
+    const wholes: string[] = []
+    // Real strings and a few with accents, emoji (split across byte-level tokens) and cuts inside words.
+    const samples = [...strings.slice(0, 60), "Café 😀😀 déjà vu", "a😀b", "  two  spaces  ", "x"]
+    samples.forEach((s, i) => {
+      const chars = [...s]
+      const a = Math.floor((chars.length * ((i * 7) % 10)) / 10)
+      const b = Math.max(a, Math.floor((chars.length * ((i * 3) % 10)) / 10))
+      const parts = [chars.slice(0, a), chars.slice(a, b), chars.slice(b)].map((c) => c.join(""))
+      parts.forEach((p, k) => {
+        texts.push(p)
+        continued.push(k > 0)
+      })
+      wholes.push(s)
+    })
+    const got = await tok.encodeBatch(texts, continued)
+    for (const [i, whole] of wholes.entries()) {
+      const e = await reference.encode(whole, null, { addSpecialTokens: false })
+      const parts = got.slice(3 * i, 3 * i + 3)
+      expect(parts.flat(), whole).toEqual(e.getIds())
+      // The rule by every token's offsets (in code points).
+      const ends = [0, 1, 2].map((k) => [...texts.slice(3 * i, 3 * i + k + 1).join("")].length)
+      const want: number[][] = [[], [], []]
+      e.getOffsets().forEach(([start, end], t) => {
+        const last = end! > start! ? end! - 1 : start!
+        want[last < ends[0]! ? 0 : last < ends[1]! ? 1 : 2]!.push(e.getIds()[t]!)
+      })
+      expect(parts, whole).toEqual(want)
+    }
+  })
+
   it("reports a special token of tokenizer_config.json that is not in the vocabulary", async () => {
     const dir = tmpDir("tok-cfg")
     fs.copyFileSync(path.join(gpt2Dir, "tokenizer.json"), path.join(dir, "tokenizer.json"))
