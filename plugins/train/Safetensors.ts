@@ -9,6 +9,11 @@
  * The data must be covered exactly: sorted by offset, each tensor starts where
  * the previous one ended, the last one ends at the end of the file, and
  * `end - begin` equals the element count times the dtype size.
+ *
+ * A file on disk is never read whole: SafetensorsReader reads the header,
+ * then each tensor by positioned reads straight into its float32 array
+ * (F16 and BF16 through one 4 MiB buffer), and writeSafetensorsFile encodes
+ * tensor by tensor the bytes writeSafetensors builds in memory.
  */
 import * as fs from "node:fs"
 

@@ -11,7 +11,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { loadModel, saveHfModel } from "../../plugins/train/ModelIO.ts"
-import { readSafetensors } from "../../plugins/train/Safetensors.ts"
+import { readSafetensors, writeSafetensors } from "../../plugins/train/Safetensors.ts"
 import { cli, repoRoot, runJson, sha256sum, statuses, tempDir } from "../support/cli.ts"
 import { storiesBin, tok512Bin } from "../support/data.ts"
 import { addSnapshot, filesOf } from "../support/hubCache.ts"
@@ -40,6 +40,14 @@ const project = () => {
   const env = { HF_HOME: path.join(dir, "hf-home"), HF_HUB_CACHE: "", TUNEGRAPH_BACKEND: "wasm" }
   return { dir, cache, commit, env }
 }
+
+/** Every object file in the store, so a run that fails can be shown to have added or removed none. */
+const objectFiles = (dir: string) =>
+  fs
+    .readdirSync(path.join(dir, ".tunegraph/objects"), { recursive: true, withFileTypes: true })
+    .filter((e) => !e.isDirectory())
+    .map((e) => path.join(e.parentPath, e.name))
+    .sort()
 
 const adapterConfig = (dir: string, name: string) =>
   JSON.parse(fs.readFileSync(path.join(dir, "out", name, "adapter_config.json"), "utf8")) as {
@@ -110,7 +118,7 @@ describe("a base from the Hugging Face hub cache, through the CLI", () => {
   })
 
   it("a revision missing from the cache fails saying how to download it; what is cached stays cached", () => {
-    const objects = fs.readdirSync(path.join(p.dir, ".tunegraph/objects")).length
+    const objects = objectFiles(p.dir)
     const missing = runJson(p.dir, ["pipeline.ts"], { ...p.env, TG_REVISION: "v2" })
     expect(missing.code).not.toBe(0)
     const hub = missing.json.steps.find((s) => s.node === "hub")!
@@ -126,7 +134,44 @@ describe("a base from the Hugging Face hub cache, through the CLI", () => {
     const again = runJson(p.dir, ["pipeline.ts"], p.env)
     expect(again.code).toBe(0)
     expect(again.json.steps.filter((s) => s.status === "ran").map((s) => s.node)).toEqual([])
-    expect(fs.readdirSync(path.join(p.dir, ".tunegraph/objects")).length).toBe(objects)
+    expect(objectFiles(p.dir)).toEqual(objects)
+    expect(cli(p.dir, ["verify"], p.env).code).toBe(0)
+  })
+
+  it("a base with a shard missing fails naming the index, the shard and a tensor; what is cached stays cached", () => {
+    const objects = objectFiles(p.dir)
+    const model = path.join(p.dir, "models/copy")
+    const whole = path.join(p.dir, "whole.safetensors")
+    fs.renameSync(path.join(model, "model.safetensors"), whole)
+    // Sharded as transformers shards, with the second shard never downloaded.
+    const { tensors } = readSafetensors(whole)
+    const names = [...tensors.keys()]
+    const first = new Map(names.slice(0, 10).map((n) => [n, tensors.get(n)!]))
+    fs.writeFileSync(
+      path.join(model, "model-00001-of-00002.safetensors"),
+      writeSafetensors(first, { format: "pt" }),
+    )
+    const weightMap = Object.fromEntries(
+      names.map((n, i) => [n, `model-0000${i < 10 ? 1 : 2}-of-00002.safetensors`]),
+    )
+    const index = path.join(model, "model.safetensors.index.json")
+    fs.writeFileSync(index, JSON.stringify({ metadata: {}, weight_map: weightMap }))
+    const broken = runJson(p.dir, ["pipeline.ts"], p.env)
+    expect(broken.code).not.toBe(0)
+    const lora = broken.json.steps.find((s) => s.node === "lora-copy")!
+    expect(lora.status).toBe("failed")
+    expect(lora.error).toContain(`${index}: shard model-00002-of-00002.safetensors (holding ${names[10]} and`)
+    expect(lora.error).toContain(`is missing: no ${path.join(model, "model-00002-of-00002.safetensors")}`)
+    expect(broken.json.steps.filter((s) => s.status === "ran").map((s) => s.node)).toEqual(["copy"])
+    expect(objectFiles(p.dir)).toEqual(objects)
+    // Put back as it was, everything is cached again.
+    fs.rmSync(index)
+    fs.rmSync(path.join(model, "model-00001-of-00002.safetensors"))
+    fs.renameSync(whole, path.join(model, "model.safetensors"))
+    const again = runJson(p.dir, ["pipeline.ts"], p.env)
+    expect(again.code).toBe(0)
+    expect(again.json.steps.filter((s) => s.status === "ran").map((s) => s.node)).toEqual(["copy"])
+    expect(statuses(again.json)["lora-copy"]).toBe("cached")
     expect(cli(p.dir, ["verify"], p.env).code).toBe(0)
   })
 
