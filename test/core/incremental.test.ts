@@ -110,7 +110,7 @@ describe.skipIf(!have)("incremental data steps", () => {
     expect(outputsOf(modified)).toEqual(fromScratch(lines))
 
     expect(cli(dir, ["verify"]).code).toBe(0)
-  })
+  }, 300_000)
 
   it("finds near and exact duplicates of old records in the appended part; everything after dedupe stays cached", () => {
     const lines = all.slice(0, 300)
@@ -153,7 +153,7 @@ describe.skipIf(!have)("incremental data steps", () => {
     expect(outputsOf(third)).toEqual(fromScratch(edited))
     const r3 = reuseOf(dir, third.run)
     expect(r3.dedupe!.computed).toBeGreaterThan(r3.dedupe!.chunks / 2)
-  })
+  }, 300_000)
 
   it("Bitext: appended templated answers are near duplicates of old ones; an edit redoes its chunk", async () => {
     const all = await bitextLines()
@@ -189,7 +189,7 @@ describe.skipIf(!have)("incremental data steps", () => {
     const r3 = reuseOf(dir, third.run)
     atMost(r3.ingest, 2)
     expect(outputsOf(third)).toEqual(fromScratch(edited))
-  })
+  }, 300_000)
 
   it("kill -9 in the middle of a chunked step: the store verifies, and the next run reuses the finished chunks", async () => {
     // GSM8K in 4 KiB chunks: hundreds of chunk commits.
@@ -225,7 +225,7 @@ describe.skipIf(!have)("incremental data steps", () => {
     expect(reuse.ingest!.reused).toBeGreaterThanOrEqual(committed)
     expect(outputsOf(again)).toEqual(fromScratch(lines))
     expect(cli(dir, ["verify"]).code).toBe(0)
-  })
+  }, 300_000)
 
   it("gc collects the chunk entries only collected runs used and keeps the rest", () => {
     const lines = all.slice(0, 400)
@@ -272,5 +272,5 @@ describe.skipIf(!have)("incremental data steps", () => {
     const reuse = reuseOf(dir, third.run)
     atMost(reuse.ingest, 2)
     expect(outputsOf(third)).toEqual(fromScratch(lines))
-  })
+  }, 300_000)
 })
