@@ -224,15 +224,15 @@ export const tokenizeRecords = async (
 
   const packer = p.pack
     ? new Packer(p.maxLength, (seq) => {
-        const ids: number[] = []
-        const labels: number[] = []
-        const segments: number[] = []
+        const ids = new Uint32Array(seq.length)
+        const labels = new Int32Array(seq.length)
+        const segments = new Uint32Array(seq.length)
+        let at = 0
         seq.examples.forEach((e, k) => {
-          for (let i = 0; i < e.ids.length; i++) {
-            ids.push(e.ids[i]!)
-            labels.push(e.labels[i]!)
-            segments.push(k)
-          }
+          ids.set(e.ids, at)
+          labels.set(e.labels, at)
+          segments.fill(k, at, at + e.ids.length)
+          at += e.ids.length
         })
         writer.write({ ids, labels, segments })
       })
@@ -347,9 +347,10 @@ export const tokenizeRecords = async (
         if (noReplyLines.length < LINES_KEPT) noReplyLines.push(line)
         continue
       }
+      // views of the kept arrays: the packer and the writer copy what they keep
       accept(line, {
-        ids: Array.from(enc.ids.subarray(at, at + n)),
-        labels: Array.from(enc.labels.subarray(at, at + n)),
+        ids: enc.ids.subarray(at, at + n) as unknown as number[],
+        labels: enc.labels.subarray(at, at + n) as unknown as number[],
       })
       at += n
     }
@@ -476,9 +477,9 @@ export const tokenizeRecords = async (
 const sampleOf = async (tok: TextTokenizer, line: number, e: Example): Promise<Sample> => ({
   line,
   tokens: e.ids.length,
-  text: await tok.decode(e.ids, { skipSpecial: false }),
+  text: await tok.decode(Array.from(e.ids), { skipSpecial: false }),
   trained: await tok.decode(
-    e.ids.filter((_, i) => e.labels[i] !== -100),
+    Array.from(e.ids).filter((_, i) => e.labels[i] !== -100),
     { skipSpecial: false },
   ),
 })

@@ -52,7 +52,19 @@ class ArrayFile<A extends Uint32Array | Int32Array> {
     this.buf[this.n++] = v
     if (this.n === this.buf.length) this.flush()
   }
-  pushAll(values: ReadonlyArray<number>): void {
+  pushAll(values: ReadonlyArray<number> | Uint32Array | Int32Array): void {
+    if (ArrayBuffer.isView(values)) {
+      // a typed array: copied in blocks
+      let from = 0
+      while (from < values.length) {
+        const n = Math.min(values.length - from, this.buf.length - this.n)
+        this.buf.set(values.subarray(from, from + n), this.n)
+        this.n += n
+        from += n
+        if (this.n === this.buf.length) this.flush()
+      }
+      return
+    }
     for (const v of values) {
       this.buf[this.n++] = v
       if (this.n === this.buf.length) this.flush()
@@ -77,10 +89,10 @@ class ArrayFile<A extends Uint32Array | Int32Array> {
 }
 
 export interface Sequence {
-  readonly ids: ReadonlyArray<number>
-  readonly labels: ReadonlyArray<number>
+  readonly ids: ReadonlyArray<number> | Uint32Array
+  readonly labels: ReadonlyArray<number> | Int32Array
   /** Only for packed output: per token, the example index within the sequence. */
-  readonly segments?: ReadonlyArray<number>
+  readonly segments?: ReadonlyArray<number> | Uint32Array
 }
 
 export class TokensWriter {
@@ -123,7 +135,8 @@ export class TokensWriter {
     }
     this.tokens.pushAll(seq.ids)
     this.labels.pushAll(seq.labels)
-    for (const l of seq.labels) if (l !== -100) this.train++
+    const labels = seq.labels
+    for (let i = 0; i < labels.length; i++) if (labels[i] !== -100) this.train++
     if (this.segments) {
       if (seq.segments === undefined)
         throw new Error("a packed Tokens output needs segments for every sequence")

@@ -11,6 +11,8 @@ import * as path from "node:path"
 import Database from "better-sqlite3"
 import { beforeAll, describe, expect, it } from "vitest"
 import {
+  bitextFile,
+  bitextLines,
   gsm8kFile,
   gsm8kLines,
   incrementalProject,
@@ -21,7 +23,7 @@ import {
 import { cli, type RunJson, repoRoot, runJson, spawnCli, statuses } from "../support/cli.ts"
 import { haveShared } from "../support/data.ts"
 
-const have = haveShared("incremental data steps on GSM8K", gsm8kFile)
+const have = haveShared("incremental data steps on GSM8K and Bitext", gsm8kFile, bitextFile)
 const SMALL = { TUNEGRAPH_CHUNK_BYTES: "16384" }
 const DATA = ["ingest", "dedupe", "split", "tokenize"]
 
@@ -108,7 +110,7 @@ describe.skipIf(!have)("incremental data steps", () => {
     expect(outputsOf(modified)).toEqual(fromScratch(lines))
 
     expect(cli(dir, ["verify"]).code).toBe(0)
-  })
+  }, 300_000)
 
   it("finds near and exact duplicates of old records in the appended part; everything after dedupe stays cached", () => {
     const lines = all.slice(0, 300)
@@ -151,7 +153,43 @@ describe.skipIf(!have)("incremental data steps", () => {
     expect(outputsOf(third)).toEqual(fromScratch(edited))
     const r3 = reuseOf(dir, third.run)
     expect(r3.dedupe!.computed).toBeGreaterThan(r3.dedupe!.chunks / 2)
-  })
+  }, 300_000)
+
+  it("Bitext: appended templated answers are near duplicates of old ones; an edit redoes its chunk", async () => {
+    const all = await bitextLines()
+    expect(all.length).toBe(4514)
+    const lines = all.slice(0, 1200)
+    const dir = incrementalProject(lines, "inc-bitext")
+    const dedupeReport = (json: RunJson) => {
+      const d = json.steps.find((x) => x.node === "dedupe")!.outputs.report!.replace("sha256:", "")
+      return JSON.parse(
+        fs.readFileSync(path.join(dir, ".tunegraph/objects", d.slice(0, 2), d.slice(2)), "utf8"),
+      ) as {
+        duplicates: { exact: number; near: number }
+      }
+    }
+    const before = dedupeReport(run(dir))
+    expect(before.duplicates.near).toBeGreaterThan(0)
+    const grown = [...lines, ...all.slice(3000, 3040)]
+    writeRecords(dir, grown)
+    const second = run(dir)
+    const after = dedupeReport(second)
+    expect(after.duplicates.near + after.duplicates.exact).toBeGreaterThan(
+      before.duplicates.near + before.duplicates.exact,
+    )
+    const reuse = reuseOf(dir, second.run)
+    for (const n of ["ingest", "dedupe", "split"]) atMost(reuse[n], 2)
+    expect(outputsOf(second)).toEqual(fromScratch(grown))
+
+    const edited = [...grown]
+    const q = JSON.parse(edited[600]!) as { question: string; answer: string }
+    edited[600] = JSON.stringify({ ...q, question: `${q.question} Thanks in advance.` })
+    writeRecords(dir, edited)
+    const third = run(dir)
+    const r3 = reuseOf(dir, third.run)
+    atMost(r3.ingest, 2)
+    expect(outputsOf(third)).toEqual(fromScratch(edited))
+  }, 300_000)
 
   it("kill -9 in the middle of a chunked step: the store verifies, and the next run reuses the finished chunks", async () => {
     // GSM8K in 4 KiB chunks: hundreds of chunk commits.
@@ -187,7 +225,7 @@ describe.skipIf(!have)("incremental data steps", () => {
     expect(reuse.ingest!.reused).toBeGreaterThanOrEqual(committed)
     expect(outputsOf(again)).toEqual(fromScratch(lines))
     expect(cli(dir, ["verify"]).code).toBe(0)
-  })
+  }, 300_000)
 
   it("gc collects the chunk entries only collected runs used and keeps the rest", () => {
     const lines = all.slice(0, 400)
@@ -234,5 +272,5 @@ describe.skipIf(!have)("incremental data steps", () => {
     const reuse = reuseOf(dir, third.run)
     atMost(reuse.ingest, 2)
     expect(outputsOf(third)).toEqual(fromScratch(lines))
-  })
+  }, 300_000)
 })

@@ -82,5 +82,5 @@ describe.skipIf(!have)("watch with chunked data steps", () => {
     child.kill("SIGINT")
     const [code] = await once(child, "exit")
     expect(code).toBe(0)
-  })
+  }, 300_000)
 })
