@@ -262,6 +262,7 @@ export const tokenizeRecords = async (
     throw e
   }
   packer?.finish()
+  for (const note of renderer.notes?.() ?? []) o.log?.(note)
 
   const meta = writer.close({
     vocabSize: tok.vocabSize,
@@ -288,7 +289,7 @@ export const tokenizeRecords = async (
       bosId: tok.bosId ?? null,
       eosId: tok.eosId,
       padId: tok.padId,
-      notes: tok.notes,
+      notes: [...tok.notes, ...(renderer.notes?.() ?? [])],
     },
     template: p.template,
     maxLength: p.maxLength,

@@ -29,6 +29,8 @@ export interface Renderer {
   render(record: CanonicalRecord): Part[]
   /** The text a model is asked to continue with the record's last reply; undefined when it has none. */
   prompt(record: CanonicalRecord): string | undefined
+  /** What a user should know about the renders so far (a template that wrote today's date), for the report. */
+  notes?(): ReadonlyArray<string>
 }
 
 export interface RendererOptions {
@@ -355,6 +357,8 @@ const jinjaRenderer = async (options: RendererOptions): Promise<Renderer> => {
     ...(options.eosToken === undefined ? {} : { eos_token: options.eosToken }),
   }
   const now = options.now ?? (() => new Date())
+  // What strftime_now first gave: the output depends on the day it is made.
+  let clock: string | undefined
   // The globals transformers' environment has, with its raise_exception and strftime_now.
   const globals: Record<string, unknown> = {
     true: true,
@@ -373,7 +377,11 @@ const jinjaRenderer = async (options: RendererOptions): Promise<Renderer> => {
     raise_exception: (message: unknown) => {
       throw new TemplateError(String(message))
     },
-    strftime_now: (format: unknown) => strftime(now(), String(format)),
+    strftime_now: (format: unknown) => {
+      const text = strftime(now(), String(format))
+      clock ??= text
+      return text
+    },
     [STRIP_FN]: (text: unknown, which: keyof typeof STRIP, chars: unknown) => {
       if (typeof text !== "string")
         throw new TemplateError(`${which}() of ${typeof text}: only strings strip`)
@@ -472,6 +480,12 @@ const jinjaRenderer = async (options: RendererOptions): Promise<Renderer> => {
 
   return {
     name: "chat_template",
+    notes: () =>
+      clock === undefined
+        ? []
+        : [
+            `${source}: the chat template writes today's date (strftime_now gave ${JSON.stringify(clock)}), so the same records tokenize differently on another day; pass templateKwargs such as { date_string: "26 Jul 2024" } to fix it`,
+          ],
     render(record) {
       const messages = toMessages(record)
       const full = render(messages, false)
