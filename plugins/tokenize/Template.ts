@@ -431,29 +431,39 @@ const jinjaRenderer = async (options: RendererOptions): Promise<Renderer> => {
   // Each reply's part located in the whole conversation with markers.
   const byMarkers = (messages: ReadonlyArray<Message>, full: string): Part[] => {
     const marked = (j: number) => messages.map((m, i) => (i === j ? { ...m, content: SENTINEL } : m))
-    const spans = messages.map((_, j) => {
+    // Where message j's content starts and its turn ends in the whole conversation; only the replies and the
+    // messages before them are asked for.
+    const memo = new Map<number, { start: number; end: number } | undefined>()
+    const spanOf = (j: number) => {
+      if (memo.has(j)) return memo.get(j)
+      const last = j === messages.length - 1
       const alt = render(marked(j), false)
-      if (alt === full) return undefined // the template does not show this message in the whole conversation
-      const start = commonPrefix(full, alt)
-      const contentEnd = full.length - commonSuffix(full, alt)
-      // What the template writes after the message (its end of turn), from the conversation that ends with it.
-      const own = render(messages.slice(0, j + 1), false)
-      const ownAlt = render(marked(j).slice(0, j + 1), false)
-      const tail = own.slice(own.length - commonSuffix(own, ownAlt))
-      return { start, end: full.startsWith(tail, contentEnd) ? contentEnd + tail.length : contentEnd }
-    })
+      let span: { start: number; end: number } | undefined
+      // undefined: the template does not show this message in the whole conversation.
+      if (alt !== full) {
+        const start = commonPrefix(full, alt)
+        const contentEnd = full.length - commonSuffix(full, alt)
+        // What the template writes after the message (its end of turn), from the conversation that ends with it.
+        const own = last ? full : render(messages.slice(0, j + 1), false)
+        const ownAlt = last ? alt : render(marked(j).slice(0, j + 1), false)
+        const tail = own.slice(own.length - commonSuffix(own, ownAlt))
+        span = { start, end: full.startsWith(tail, contentEnd) ? contentEnd + tail.length : contentEnd }
+      }
+      memo.set(j, span)
+      return span
+    }
     const parts: Part[] = []
     let done = 0
     for (const [k, m] of messages.entries()) {
       if (m.role !== "assistant") continue
-      const span = spans[k]
+      const span = spanOf(k)
       if (span === undefined)
         throw new TemplateError(
           `${source}: the chat template does not render reply ${k}, so it cannot be trained`,
         )
       let previous = done
       for (let j = k - 1; j >= 0; j--) {
-        const s = spans[j]
+        const s = spanOf(j)
         if (s !== undefined) {
           previous = Math.max(previous, s.end)
           break
