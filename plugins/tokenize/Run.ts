@@ -395,6 +395,7 @@ export const tokenizeRecords = async (
     throw e
   }
   packer?.finish()
+  for (const note of renderer.notes?.() ?? []) o.log?.(note)
 
   const meta = writer.close({
     vocabSize: tok.vocabSize,
@@ -423,7 +424,7 @@ export const tokenizeRecords = async (
       bosId: tok.bosId ?? null,
       eosId: tok.eosId,
       padId: tok.padId,
-      notes: tok.notes,
+      notes: [...tok.notes, ...(renderer.notes?.() ?? [])],
     },
     template: p.template,
     maxLength: p.maxLength,

@@ -29,6 +29,8 @@ export interface Renderer {
   render(record: CanonicalRecord): Part[]
   /** The text a model is asked to continue with the record's last reply; undefined when it has none. */
   prompt(record: CanonicalRecord): string | undefined
+  /** What a user should know about the renders so far (a template that wrote today's date), for the report. */
+  notes?(): ReadonlyArray<string>
 }
 
 export interface RendererOptions {
@@ -355,6 +357,8 @@ const jinjaRenderer = async (options: RendererOptions): Promise<Renderer> => {
     ...(options.eosToken === undefined ? {} : { eos_token: options.eosToken }),
   }
   const now = options.now ?? (() => new Date())
+  // What strftime_now first gave: the output depends on the day it is made.
+  let clock: string | undefined
   // The globals transformers' environment has, with its raise_exception and strftime_now.
   const globals: Record<string, unknown> = {
     true: true,
@@ -373,7 +377,11 @@ const jinjaRenderer = async (options: RendererOptions): Promise<Renderer> => {
     raise_exception: (message: unknown) => {
       throw new TemplateError(String(message))
     },
-    strftime_now: (format: unknown) => strftime(now(), String(format)),
+    strftime_now: (format: unknown) => {
+      const text = strftime(now(), String(format))
+      clock ??= text
+      return text
+    },
     [STRIP_FN]: (text: unknown, which: keyof typeof STRIP, chars: unknown) => {
       if (typeof text !== "string")
         throw new TemplateError(`${which}() of ${typeof text}: only strings strip`)
@@ -423,29 +431,39 @@ const jinjaRenderer = async (options: RendererOptions): Promise<Renderer> => {
   // Each reply's part located in the whole conversation with markers.
   const byMarkers = (messages: ReadonlyArray<Message>, full: string): Part[] => {
     const marked = (j: number) => messages.map((m, i) => (i === j ? { ...m, content: SENTINEL } : m))
-    const spans = messages.map((_, j) => {
+    // Where message j's content starts and its turn ends in the whole conversation; only the replies and the
+    // messages before them are asked for.
+    const memo = new Map<number, { start: number; end: number } | undefined>()
+    const spanOf = (j: number) => {
+      if (memo.has(j)) return memo.get(j)
+      const last = j === messages.length - 1
       const alt = render(marked(j), false)
-      if (alt === full) return undefined // the template does not show this message in the whole conversation
-      const start = commonPrefix(full, alt)
-      const contentEnd = full.length - commonSuffix(full, alt)
-      // What the template writes after the message (its end of turn), from the conversation that ends with it.
-      const own = render(messages.slice(0, j + 1), false)
-      const ownAlt = render(marked(j).slice(0, j + 1), false)
-      const tail = own.slice(own.length - commonSuffix(own, ownAlt))
-      return { start, end: full.startsWith(tail, contentEnd) ? contentEnd + tail.length : contentEnd }
-    })
+      let span: { start: number; end: number } | undefined
+      // undefined: the template does not show this message in the whole conversation.
+      if (alt !== full) {
+        const start = commonPrefix(full, alt)
+        const contentEnd = full.length - commonSuffix(full, alt)
+        // What the template writes after the message (its end of turn), from the conversation that ends with it.
+        const own = last ? full : render(messages.slice(0, j + 1), false)
+        const ownAlt = last ? alt : render(marked(j).slice(0, j + 1), false)
+        const tail = own.slice(own.length - commonSuffix(own, ownAlt))
+        span = { start, end: full.startsWith(tail, contentEnd) ? contentEnd + tail.length : contentEnd }
+      }
+      memo.set(j, span)
+      return span
+    }
     const parts: Part[] = []
     let done = 0
     for (const [k, m] of messages.entries()) {
       if (m.role !== "assistant") continue
-      const span = spans[k]
+      const span = spanOf(k)
       if (span === undefined)
         throw new TemplateError(
           `${source}: the chat template does not render reply ${k}, so it cannot be trained`,
         )
       let previous = done
       for (let j = k - 1; j >= 0; j--) {
-        const s = spans[j]
+        const s = spanOf(j)
         if (s !== undefined) {
           previous = Math.max(previous, s.end)
           break
@@ -472,6 +490,12 @@ const jinjaRenderer = async (options: RendererOptions): Promise<Renderer> => {
 
   return {
     name: "chat_template",
+    notes: () =>
+      clock === undefined
+        ? []
+        : [
+            `${source}: the chat template writes today's date (strftime_now gave ${JSON.stringify(clock)}), so the same records tokenize differently on another day; pass templateKwargs such as { date_string: "26 Jul 2024" } to fix it`,
+          ],
     render(record) {
       const messages = toMessages(record)
       const full = render(messages, false)
