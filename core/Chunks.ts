@@ -392,15 +392,26 @@ export const bytesOf = (a: Uint32Array | Int32Array): Uint8Array =>
 export interface Parts {
   readonly file: string
   readonly index: ReadonlyMap<string, { readonly offset: number; readonly length: number }>
+  /** The whole file, when it was small enough to read at once. */
+  readonly bytes?: Buffer
 }
 
-/** The parts of a chunk result file (reads only its header). */
+/** A chunk result up to this size is read with one call; a larger one part by part. */
+const WHOLE = 16 * 1024 * 1024
+
+/** The parts of a chunk result file: read at once when small, else only its header. */
 export const openParts = (file: string): Parts => {
   const fd = fs.openSync(file, "r")
   try {
-    const head = Buffer.allocUnsafe(64 * 1024)
-    const n = fs.readSync(fd, head, 0, head.length, 0)
-    const text = head.toString("latin1", 0, n)
+    const size = fs.fstatSync(fd).size
+    const head = Buffer.allocUnsafe(size <= WHOLE ? size : 64 * 1024)
+    let n = 0
+    while (n < head.length) {
+      const got = fs.readSync(fd, head, n, head.length - n, n)
+      if (got === 0) break
+      n += got
+    }
+    const text = head.toString("latin1", 0, Math.min(n, 64 * 1024))
     const second = text.indexOf("\n", MAGIC.length)
     if (!text.startsWith(MAGIC) || second < 0) throw new Error(`${file}: not a tunegraph chunk result`)
     const list = JSON.parse(text.slice(MAGIC.length, second)) as Array<[string, number]>
@@ -410,7 +421,7 @@ export const openParts = (file: string): Parts => {
       index.set(name, { offset, length })
       offset += length
     }
-    return { file, index }
+    return size <= WHOLE && n === size ? { file, index, bytes: head } : { file, index }
   } finally {
     fs.closeSync(fd)
   }
@@ -426,6 +437,10 @@ const partOf = (p: Parts, name: string) => {
 export const readPart = (p: Parts, name: string): Buffer => {
   const at = partOf(p, name)
   const buf = Buffer.alloc(at.length)
+  if (p.bytes !== undefined) {
+    p.bytes.copy(buf, 0, at.offset, at.offset + at.length)
+    return buf
+  }
   const fd = fs.openSync(p.file, "r")
   try {
     let off = 0
@@ -453,6 +468,11 @@ export const readPartI32 = (p: Parts, name: string): Int32Array => {
 /** Appends one part to an open file, a block at a time (a chunk's records onto the step's output). */
 export const copyPart = (fd: number, p: Parts, name: string, buf: Buffer = Buffer.allocUnsafe(COPY)) => {
   const at = partOf(p, name)
+  if (p.bytes !== undefined) {
+    let off = 0
+    while (off < at.length) off += fs.writeSync(fd, p.bytes, at.offset + off, at.length - off)
+    return
+  }
   const src = fs.openSync(p.file, "r")
   try {
     let done = 0
