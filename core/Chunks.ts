@@ -127,8 +127,10 @@ class Cutter {
     this.span = sizes.target - sizes.min
   }
 
+  /** Adds bytes to the open chunk: a view, so the block it is in must not be reused (blocks are fresh). */
   private add(piece: Buffer) {
-    this.parts.push(Buffer.from(piece))
+    if (piece.length === 0) return
+    this.parts.push(piece)
     this.partBytes += piece.length
     this.hash.update(piece)
   }
@@ -152,31 +154,51 @@ class Cutter {
     return c
   }
 
-  /** The chunks the next block of bytes completes. */
-  push(block: Buffer): Chunk[] {
-    const buf = this.carry.length === 0 ? block : Buffer.concat([this.carry, block])
+  /** Whether the chunk ends after a line of `lineBytes` that brings it to `grown` bytes. */
+  private cutsAfter(buf: Buffer, lineStart: number, nl: number, grown: number): boolean {
     const { min, max } = this.sizes
-    let start = 0 // start of the bytes of buf not yet in a part
-    let lineStart = 0
+    return (
+      grown >= max ||
+      (grown >= min && lineHash(buf, lineStart, nl) / 4294967296 < (nl + 1 - lineStart) / this.span)
+    )
+  }
+
+  /** The chunks the next block of bytes completes. The block must be fresh memory: parts are views of it. */
+  push(block: Buffer): Chunk[] {
     const out: Chunk[] = []
+    let from = 0
+    if (this.carry.length > 0) {
+      // the line the last block left unfinished, completed: one small copy
+      const nl = block.indexOf(10)
+      if (nl < 0) {
+        this.carry = Buffer.concat([this.carry, block])
+        if (this.carry.length > this.maxLine)
+          throw new LineTooLong(this.firstLine + this.lines + 1, this.maxLine)
+        return out
+      }
+      const line = Buffer.concat([this.carry, block.subarray(0, nl + 1)])
+      this.carry = Buffer.alloc(0)
+      this.lines++
+      const cut = this.cutsAfter(line, 0, line.length - 1, this.partBytes + line.length)
+      this.add(line)
+      if (cut) out.push(this.cut())
+      from = nl + 1
+    }
+    let start = from // start of the bytes of block not yet in a part
+    let lineStart = from
     for (;;) {
-      const nl = buf.indexOf(10, lineStart)
+      const nl = block.indexOf(10, lineStart)
       if (nl < 0) break
       this.lines++
-      const lineEnd = nl + 1
-      const grown = this.partBytes + (lineEnd - start)
-      if (
-        grown >= max ||
-        (grown >= min && lineHash(buf, lineStart, nl) / 4294967296 < (lineEnd - lineStart) / this.span)
-      ) {
-        this.add(buf.subarray(start, lineEnd))
+      if (this.cutsAfter(block, lineStart, nl, this.partBytes + (nl + 1 - start))) {
+        this.add(block.subarray(start, nl + 1))
         out.push(this.cut())
-        start = lineEnd
+        start = nl + 1
       }
-      lineStart = lineEnd
+      lineStart = nl + 1
     }
-    if (start < lineStart) this.add(buf.subarray(start, lineStart))
-    this.carry = Buffer.from(buf.subarray(lineStart))
+    this.add(block.subarray(start, lineStart))
+    this.carry = Buffer.from(block.subarray(lineStart))
     // memory stays bounded: an unfinished line past the limit is refused, not gathered
     if (this.carry.length > this.maxLine) throw new LineTooLong(this.firstLine + this.lines + 1, this.maxLine)
     return out
@@ -227,8 +249,8 @@ export function* chunksOfSync(file: string, sizes: ChunkSizes = chunkSizes()): G
   const fd = fs.openSync(file, "r")
   const cutter = new Cutter(sizes)
   try {
-    const block = Buffer.allocUnsafe(READ)
     for (;;) {
+      const block = Buffer.allocUnsafe(READ)
       const n = fs.readSync(fd, block, 0, READ, null)
       if (n === 0) break
       for (const c of cutter.push(block.subarray(0, n))) yield c
