@@ -127,8 +127,10 @@ class Cutter {
     this.span = sizes.target - sizes.min
   }
 
+  /** Adds bytes to the open chunk: a view, so the block it is in must not be reused (blocks are fresh). */
   private add(piece: Buffer) {
-    this.parts.push(Buffer.from(piece))
+    if (piece.length === 0) return
+    this.parts.push(piece)
     this.partBytes += piece.length
     this.hash.update(piece)
   }
@@ -152,31 +154,51 @@ class Cutter {
     return c
   }
 
-  /** The chunks the next block of bytes completes. */
-  push(block: Buffer): Chunk[] {
-    const buf = this.carry.length === 0 ? block : Buffer.concat([this.carry, block])
+  /** Whether the chunk ends after a line of `lineBytes` that brings it to `grown` bytes. */
+  private cutsAfter(buf: Buffer, lineStart: number, nl: number, grown: number): boolean {
     const { min, max } = this.sizes
-    let start = 0 // start of the bytes of buf not yet in a part
-    let lineStart = 0
+    return (
+      grown >= max ||
+      (grown >= min && lineHash(buf, lineStart, nl) / 4294967296 < (nl + 1 - lineStart) / this.span)
+    )
+  }
+
+  /** The chunks the next block of bytes completes. The block must be fresh memory: parts are views of it. */
+  push(block: Buffer): Chunk[] {
     const out: Chunk[] = []
+    let from = 0
+    if (this.carry.length > 0) {
+      // the line the last block left unfinished, completed: one small copy
+      const nl = block.indexOf(10)
+      if (nl < 0) {
+        this.carry = Buffer.concat([this.carry, block])
+        if (this.carry.length > this.maxLine)
+          throw new LineTooLong(this.firstLine + this.lines + 1, this.maxLine)
+        return out
+      }
+      const line = Buffer.concat([this.carry, block.subarray(0, nl + 1)])
+      this.carry = Buffer.alloc(0)
+      this.lines++
+      const cut = this.cutsAfter(line, 0, line.length - 1, this.partBytes + line.length)
+      this.add(line)
+      if (cut) out.push(this.cut())
+      from = nl + 1
+    }
+    let start = from // start of the bytes of block not yet in a part
+    let lineStart = from
     for (;;) {
-      const nl = buf.indexOf(10, lineStart)
+      const nl = block.indexOf(10, lineStart)
       if (nl < 0) break
       this.lines++
-      const lineEnd = nl + 1
-      const grown = this.partBytes + (lineEnd - start)
-      if (
-        grown >= max ||
-        (grown >= min && lineHash(buf, lineStart, nl) / 4294967296 < (lineEnd - lineStart) / this.span)
-      ) {
-        this.add(buf.subarray(start, lineEnd))
+      if (this.cutsAfter(block, lineStart, nl, this.partBytes + (nl + 1 - start))) {
+        this.add(block.subarray(start, nl + 1))
         out.push(this.cut())
-        start = lineEnd
+        start = nl + 1
       }
-      lineStart = lineEnd
+      lineStart = nl + 1
     }
-    if (start < lineStart) this.add(buf.subarray(start, lineStart))
-    this.carry = Buffer.from(buf.subarray(lineStart))
+    this.add(block.subarray(start, lineStart))
+    this.carry = Buffer.from(block.subarray(lineStart))
     // memory stays bounded: an unfinished line past the limit is refused, not gathered
     if (this.carry.length > this.maxLine) throw new LineTooLong(this.firstLine + this.lines + 1, this.maxLine)
     return out
@@ -227,8 +249,8 @@ export function* chunksOfSync(file: string, sizes: ChunkSizes = chunkSizes()): G
   const fd = fs.openSync(file, "r")
   const cutter = new Cutter(sizes)
   try {
-    const block = Buffer.allocUnsafe(READ)
     for (;;) {
+      const block = Buffer.allocUnsafe(READ)
       const n = fs.readSync(fd, block, 0, READ, null)
       if (n === 0) break
       for (const c of cutter.push(block.subarray(0, n))) yield c
@@ -392,15 +414,26 @@ export const bytesOf = (a: Uint32Array | Int32Array): Uint8Array =>
 export interface Parts {
   readonly file: string
   readonly index: ReadonlyMap<string, { readonly offset: number; readonly length: number }>
+  /** The whole file, when it was small enough to read at once. */
+  readonly bytes?: Buffer
 }
 
-/** The parts of a chunk result file (reads only its header). */
+/** A chunk result up to this size is read with one call; a larger one part by part. */
+const WHOLE = 16 * 1024 * 1024
+
+/** The parts of a chunk result file: read at once when small, else only its header. */
 export const openParts = (file: string): Parts => {
   const fd = fs.openSync(file, "r")
   try {
-    const head = Buffer.allocUnsafe(64 * 1024)
-    const n = fs.readSync(fd, head, 0, head.length, 0)
-    const text = head.toString("latin1", 0, n)
+    const size = fs.fstatSync(fd).size
+    const head = Buffer.allocUnsafe(size <= WHOLE ? size : 64 * 1024)
+    let n = 0
+    while (n < head.length) {
+      const got = fs.readSync(fd, head, n, head.length - n, n)
+      if (got === 0) break
+      n += got
+    }
+    const text = head.toString("latin1", 0, Math.min(n, 64 * 1024))
     const second = text.indexOf("\n", MAGIC.length)
     if (!text.startsWith(MAGIC) || second < 0) throw new Error(`${file}: not a tunegraph chunk result`)
     const list = JSON.parse(text.slice(MAGIC.length, second)) as Array<[string, number]>
@@ -410,7 +443,7 @@ export const openParts = (file: string): Parts => {
       index.set(name, { offset, length })
       offset += length
     }
-    return { file, index }
+    return size <= WHOLE && n === size ? { file, index, bytes: head } : { file, index }
   } finally {
     fs.closeSync(fd)
   }
@@ -426,6 +459,10 @@ const partOf = (p: Parts, name: string) => {
 export const readPart = (p: Parts, name: string): Buffer => {
   const at = partOf(p, name)
   const buf = Buffer.alloc(at.length)
+  if (p.bytes !== undefined) {
+    p.bytes.copy(buf, 0, at.offset, at.offset + at.length)
+    return buf
+  }
   const fd = fs.openSync(p.file, "r")
   try {
     let off = 0
@@ -453,6 +490,11 @@ export const readPartI32 = (p: Parts, name: string): Int32Array => {
 /** Appends one part to an open file, a block at a time (a chunk's records onto the step's output). */
 export const copyPart = (fd: number, p: Parts, name: string, buf: Buffer = Buffer.allocUnsafe(COPY)) => {
   const at = partOf(p, name)
+  if (p.bytes !== undefined) {
+    let off = 0
+    while (off < at.length) off += fs.writeSync(fd, p.bytes, at.offset + off, at.length - off)
+    return
+  }
   const src = fs.openSync(p.file, "r")
   try {
     let done = 0
