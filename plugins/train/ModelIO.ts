@@ -315,7 +315,7 @@ const lenientConfig = (json: Record<string, unknown>, where: string): LlamaConfi
  * Saves a Hugging Face Llama directory: config.json, model.safetensors and
  * the tokenizer files when known. The bytes depend only on the weights and
  * these fields. Weights are stored as float32 (what trained, exactly) unless
- * `store` says otherwise; config.json's torch_dtype is the model's own type
+ * `store` says otherwise; config.json's dtype (torch_dtype before transformers 5) is the model's own type
  * (a bf16 base fine-tuned stays a bf16 model, as transformers loads it with
  * dtype="auto"), and `_name_or_path` the name of the base it came from.
  */
@@ -332,8 +332,7 @@ export const saveHfModel = (
   fs.mkdirSync(dir, { recursive: true })
   const config = {
     ...(options.name === undefined ? {} : { _name_or_path: options.name }),
-    ...configToHf(model.config),
-    torch_dtype: TORCH_DTYPE[model.dtype ?? "F32"],
+    ...configToHf(model.config, TORCH_DTYPE[model.dtype ?? "F32"]),
   }
   fs.writeFileSync(path.join(dir, "config.json"), `${JSON.stringify(config, null, 2)}\n`)
   writeSafetensorsFile(path.join(dir, "model.safetensors"), model.weights, { format: "pt" }, options.store)

@@ -17,6 +17,14 @@ import { storiesBin, tok512Bin } from "../support/data.ts"
 import { addSnapshot, filesOf } from "../support/hubCache.ts"
 import { hasTorch } from "../support/python.ts"
 
+/** The dtype a config.json declares: transformers 5 writes `dtype`, older versions `torch_dtype`; where both are there they agree. */
+const declaredDtype = (file: string): unknown => {
+  const c = JSON.parse(fs.readFileSync(file, "utf8")) as { dtype?: unknown; torch_dtype?: unknown }
+  if (c.dtype !== undefined && c.torch_dtype !== undefined && c.dtype !== c.torch_dtype)
+    throw new Error(`${file}: dtype ${String(c.dtype)} and torch_dtype ${String(c.torch_dtype)} disagree`)
+  return c.dtype ?? c.torch_dtype
+}
+
 const REPO = "karpathy/stories260K"
 
 /** A project with stories260K saved as a bfloat16 Hugging Face directory, in a hub cache and at models/stories. */
@@ -88,7 +96,7 @@ describe("a base from the Hugging Face hub cache, through the CLI", () => {
       expect(new Set(readSafetensors(path.join(out, "model.safetensors")).dtypes.values()), name).toEqual(
         new Set(["BF16"]),
       )
-      expect(JSON.parse(fs.readFileSync(path.join(out, "config.json"), "utf8")).torch_dtype).toBe("bfloat16")
+      expect(declaredDtype(path.join(out, "config.json"))).toBe("bfloat16")
     }
     // The full fine-tune's own record names its base.
     const full = first.json.steps.find((s) => s.node === "full-hub")!.outputs.model!.replace(/^sha256:/, "")

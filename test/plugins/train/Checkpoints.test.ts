@@ -22,6 +22,14 @@ import { hasTorch, runPython } from "../../support/python.ts"
 import { writeTestAdapter } from "../export/Adapters.ts"
 import { artifact, inDir, runStep, tempDir } from "../export/Step.ts"
 
+/** The dtype a config.json declares: transformers 5 writes `dtype`, older versions `torch_dtype`; where both are there they agree. */
+const declaredDtype = (file: string): unknown => {
+  const c = JSON.parse(fs.readFileSync(file, "utf8")) as { dtype?: unknown; torch_dtype?: unknown }
+  if (c.dtype !== undefined && c.torch_dtype !== undefined && c.dtype !== c.torch_dtype)
+    throw new Error(`${file}: dtype ${String(c.dtype)} and torch_dtype ${String(c.torch_dtype)} disagree`)
+  return c.dtype ?? c.torch_dtype
+}
+
 const script = path.join(import.meta.dirname, "python/checkpoint.py")
 const ids = [1, 7, 42, 99, 3, 127, 64, 5]
 
@@ -218,9 +226,7 @@ describe.skipIf(!hasTorch)("checkpoints saved by transformers", () => {
     expect(new Set(readSafetensors(path.join(cwd, "merged/model.safetensors")).dtypes.values())).toEqual(
       new Set(["BF16"]),
     )
-    expect(JSON.parse(fs.readFileSync(path.join(cwd, "merged/config.json"), "utf8")).torch_dtype).toBe(
-      "bfloat16",
-    )
+    expect(declaredDtype(path.join(cwd, "merged/config.json"))).toBe("bfloat16")
 
     // Adapters stay float32, as PEFT saves them, unless told otherwise.
     const a32 = await inDir(cwd, () =>
