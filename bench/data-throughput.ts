@@ -21,17 +21,7 @@ import * as path from "node:path"
 import { pathToFileURL } from "node:url"
 import { dedupeFile } from "../plugins/dedupe/Run.ts"
 import { ingestFiles } from "../plugins/ingest/Run.ts"
-
-const rng = (seed: number) => {
-  let s = seed >>> 0
-  return (): number => {
-    s = (s + 0x9e3779b9) >>> 0
-    let z = s
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b)
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35)
-    return ((z ^ (z >>> 16)) >>> 0) / 2 ** 32
-  }
-}
+import { rng } from "./Random.ts"
 
 /** Writes about `mb` MB of JSONL to `file`. */
 export const generateCorpus = (file: string, mb: number, seed = 7): { records: number; bytes: number } => {

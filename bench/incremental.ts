@@ -37,23 +37,13 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { type CanonicalRecord, iterateRecords } from "../plugins/ingest/Records.ts"
 import { ingestFiles } from "../plugins/ingest/Run.ts"
+import { rng } from "./Random.ts"
 
 const repo = path.resolve(import.meta.dirname ?? ".", "..")
 const root = fs.existsSync(path.join(repo, "bin/tunegraph.js")) ? repo : process.cwd()
 const bin = path.join(root, "bin/tunegraph.js")
 const shared = path.resolve(root, "../shared/data")
 const work = "/tmp/tg-bench-incremental"
-
-const rng = (seed: number) => {
-  let s = seed >>> 0
-  return (): number => {
-    s = (s + 0x9e3779b9) >>> 0
-    let z = s
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b)
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35)
-    return ((z ^ (z >>> 16)) >>> 0) / 2 ** 32
-  }
-}
 
 interface Pair {
   readonly q: string

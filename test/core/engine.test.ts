@@ -14,6 +14,7 @@ import {
   ran,
   repoRoot,
   runJson,
+  runJsonAsync,
   sha256sum,
   spawnCli,
   statuses,
@@ -196,23 +197,7 @@ describe("the store", () => {
     const dir = project()
     const trace = path.join(dir, "trace")
     const env = { TG_TRACE: trace, TG_SLEEP_MS: "1500" }
-    const run = async () => {
-      const child = spawnCli(dir, ["run", "pipeline.ts", "--json"], env)
-      let out = ""
-      let err = ""
-      child.stdout!.on("data", (d) => {
-        out += d
-      })
-      child.stderr!.on("data", (d) => {
-        err += d
-      })
-      const [code] = await once(child, "exit")
-      try {
-        return { code, json: JSON.parse(out) as RunJson }
-      } catch {
-        throw new Error(`a process exited ${code} without its JSON:\nstdout: ${out}\nstderr: ${err}`)
-      }
-    }
+    const run = () => runJsonAsync(dir, ["pipeline.ts"], env)
     const [a, b] = await Promise.all([run(), run()])
     expect(a.code).toBe(0)
     expect(b.code).toBe(0)

@@ -5,12 +5,11 @@
  * existing store (new keys each round). Every key is computed exactly once,
  * every process exits 0 with its JSON, and all four agree on every output.
  */
-import { once } from "node:events"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
 import { engineProject } from "../fixtures/engine/project.ts"
-import { type RunJson, spawnCli } from "../support/cli.ts"
+import { type RunJson, runJsonAsync } from "../support/cli.ts"
 
 const PROCESSES = 4
 const ROUNDS = 20
@@ -19,24 +18,10 @@ const traced = (trace: string) =>
   fs.existsSync(trace) ? fs.readFileSync(trace, "utf8").trim().split("\n").filter(Boolean) : []
 
 const run = async (dir: string, args: ReadonlyArray<string>, env: Record<string, string>) => {
-  const child = spawnCli(dir, ["run", "pipeline.ts", "--json", ...args], env)
-  let out = ""
-  let err = ""
-  child.stdout!.on("data", (d) => {
-    out += d
-  })
-  child.stderr!.on("data", (d) => {
-    err += d
-  })
-  const [code] = await once(child, "exit")
-  let json: RunJson
-  try {
-    json = JSON.parse(out) as RunJson
-  } catch {
-    throw new Error(`a process exited ${code} without its JSON:\nstdout: ${out}\nstderr: ${err}`)
-  }
-  if (code !== 0) throw new Error(`a process exited ${code}:\nstdout: ${out}\nstderr: ${err}`)
-  return json
+  const r = await runJsonAsync(dir, ["pipeline.ts", ...args], env)
+  if (r.code !== 0)
+    throw new Error(`a process exited ${r.code}:\n${JSON.stringify(r.json)}\nstderr: ${r.stderr}`)
+  return r.json
 }
 
 const race = (dir: string, args: ReadonlyArray<string>, env: Record<string, string>) =>

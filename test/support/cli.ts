@@ -1,5 +1,6 @@
 /** Runs the built CLI as a user does: a child process in a project directory. */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process"
+import { once } from "node:events"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -68,6 +69,33 @@ export const spawnCli = (
   env: Record<string, string> = {},
 ): ChildProcess =>
   spawn(process.execPath, [bin, ...args], { cwd, env: { ...process.env, NO_COLOR: "1", ...env } })
+
+/**
+ * `tunegraph run <args> --json` in a child process, without blocking, so
+ * several can run at once. Fails with the exit code, stdout and stderr when
+ * the process prints no JSON.
+ */
+export const runJsonAsync = async (
+  cwd: string,
+  args: ReadonlyArray<string>,
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; json: RunJson; stderr: string }> => {
+  const child = spawnCli(cwd, ["run", ...args, "--json"], env)
+  let out = ""
+  let err = ""
+  child.stdout!.on("data", (d) => {
+    out += d
+  })
+  child.stderr!.on("data", (d) => {
+    err += d
+  })
+  const [code] = (await once(child, "exit")) as [number | null]
+  try {
+    return { code, json: JSON.parse(out) as RunJson, stderr: err }
+  } catch {
+    throw new Error(`a process exited ${code} without its JSON:\nstdout: ${out}\nstderr: ${err}`)
+  }
+}
 
 export const sha256sum = (file: string) =>
   execFileSync("sha256sum", [file], { encoding: "utf8" }).split(" ")[0]!
