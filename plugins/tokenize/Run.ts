@@ -29,7 +29,7 @@ import type { TokenizeParams, tokenizeInputs, tokenizeOutputs } from "./index.ts
 import { type Bucket, type Distribution, LengthStats, lengthEdges } from "./LengthStats.ts"
 import { collectGarbage } from "./NativeMemory.ts"
 import { Packer } from "./Packer.ts"
-import { type Line, parseRecord, readLines } from "./RecordReader.ts"
+import { type Line, parseRecord } from "./RecordReader.ts"
 import { makeRenderer, type Part, TemplateError, tokenizerTemplateOptions } from "./Template.ts"
 import { loadTokenizer, type TextTokenizer } from "./Tokenizer.ts"
 import { type TokensMeta, TokensWriter } from "./TokensFile.ts"
