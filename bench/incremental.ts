@@ -45,6 +45,17 @@ const bin = path.join(root, "bin/tunegraph.js")
 const shared = path.resolve(root, "../shared/data")
 const work = "/tmp/tg-bench-incremental"
 
+/** Writes the lines a few MB at a time: 1 GB of them joined would pass V8's longest string. */
+const writeLines = (file: string, lines: ReadonlyArray<string>) => {
+  const fd = fs.openSync(file, "w")
+  try {
+    for (let i = 0; i < lines.length; i += 10_000)
+      fs.writeSync(fd, `${lines.slice(i, i + 10_000).join("\n")}\n`)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
 interface Pair {
   readonly q: string
   readonly a: string
@@ -257,7 +268,7 @@ const main = async () => {
     const at = Math.floor(lines.length * (0.4 + 0.2 * r()))
     const o = JSON.parse(lines[at]!) as { question: string; answer: string }
     lines[at] = JSON.stringify({ ...o, question: `${o.question} (edited ${k})` })
-    fs.writeFileSync(file, `${lines.join("\n")}\n`)
+    writeLines(file, lines)
     const m = run(dir)
     edits.push(m)
     const shares = m.steps
