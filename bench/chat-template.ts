@@ -33,6 +33,7 @@ import { Tokenizer } from "tokenizers"
 import { tokenizeRecords } from "../plugins/tokenize/Run.ts"
 import { makeRenderer, tokenizerTemplateOptions } from "../plugins/tokenize/Template.ts"
 import { loadTokenizer } from "../plugins/tokenize/Tokenizer.ts"
+import { csvRows } from "../test/support/csv.ts"
 
 const root = path.resolve(import.meta.dirname, "..")
 const data = path.resolve(root, "../shared/data")
@@ -61,35 +62,6 @@ const FAMILIES = [
     bos: "<s>",
   },
 ] as const
-
-/** RFC 4180 rows of the Bitext CSV (quoted fields may span lines). */
-const csvRows = (text: string): string[][] => {
-  const rows: string[][] = []
-  let row: string[] = []
-  let field = ""
-  let quoted = false
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!
-    if (quoted) {
-      if (c === '"' && text[i + 1] === '"') {
-        field += '"'
-        i++
-      } else if (c === '"') quoted = false
-      else field += c
-    } else if (c === '"') quoted = true
-    else if (c === ",") {
-      row.push(field)
-      field = ""
-    } else if (c === "\n") {
-      row.push(field)
-      rows.push(row)
-      row = []
-      field = ""
-    } else if (c !== "\r") field += c
-  }
-  if (field !== "" || row.length > 0) rows.push([...row, field])
-  return rows
-}
 
 const conversations = (): Array<{ messages: Array<{ role: string; content: string }> }> => {
   const csv = path.join(

@@ -18,6 +18,7 @@ import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { csvRows } from "../test/support/csv.ts"
 
 const root = path.resolve(import.meta.dirname, "..")
 const data = path.resolve(root, "../shared/data")
@@ -134,32 +135,11 @@ const readJsonl = (file: string) =>
     .filter((l) => l.trim() !== "")
     .map((l) => JSON.parse(l))
 
-/** Quoted CSV fields, enough for the Bitext file (fields may span lines). */
+/** One column of a CSV file, its empty cells left out. */
 const csvColumn = (file: string, column: string): string[] => {
-  const text = fs.readFileSync(file, "utf8")
-  const rows: string[][] = [[]]
-  let field = ""
-  let quoted = false
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!
-    if (quoted) {
-      if (c === '"' && text[i + 1] === '"') {
-        field += '"'
-        i++
-      } else if (c === '"') quoted = false
-      else field += c
-    } else if (c === '"') quoted = true
-    else if (c === ",") {
-      rows[rows.length - 1]!.push(field)
-      field = ""
-    } else if (c === "\n") {
-      rows[rows.length - 1]!.push(field)
-      field = ""
-      rows.push([])
-    } else if (c !== "\r") field += c
-  }
-  const col = rows[0]!.indexOf(column)
-  return rows.slice(1).flatMap((r) => (r[col] ? [r[col]!] : []))
+  const [header, ...rows] = csvRows(fs.readFileSync(file, "utf8"))
+  const col = header!.indexOf(column)
+  return rows.flatMap((r) => (r[col] ? [r[col]!] : []))
 }
 
 const generateCorpus = (file: string, bytes: number): void => {

@@ -3,6 +3,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import { csvRows } from "../../support/csv.ts"
 import { haveShared } from "../../support/data.ts"
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..")
@@ -26,36 +27,6 @@ export const bitextFile = path.join(
 // The readers below return nothing where the shared data is absent: suites that need it are skipped
 // (describe.skipIf(!hasData)), and vitest still evaluates their bodies while collecting them.
 const readText = (file: string) => (fs.existsSync(file) ? fs.readFileSync(file, "utf8") : "")
-
-/** RFC 4180 rows (quoted fields may span lines). */
-const csvRows = (text: string): string[][] => {
-  const rows: string[][] = []
-  let row: string[] = []
-  let field = ""
-  let quoted = false
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!
-    if (quoted) {
-      if (c === '"' && text[i + 1] === '"') {
-        field += '"'
-        i++
-      } else if (c === '"') quoted = false
-      else field += c
-    } else if (c === '"') quoted = true
-    else if (c === ",") {
-      row.push(field)
-      field = ""
-    } else if (c === "\n" || c === "\r") {
-      if (c === "\r" && text[i + 1] === "\n") i++
-      row.push(field)
-      rows.push(row)
-      row = []
-      field = ""
-    } else field += c
-  }
-  if (field !== "" || row.length > 0) rows.push([...row, field])
-  return rows
-}
 
 export const bitextRows = (): Array<Record<string, string>> => {
   const [header, ...rows] = csvRows(readText(bitextFile))

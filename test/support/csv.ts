@@ -1,0 +1,31 @@
+/** CSV for reading the real Bitext dataset in tests and benches (the ingest step has its own streaming parser, plugins/ingest/Csv.ts). */
+
+/** RFC 4180 rows (quoted fields may span lines). */
+export const csvRows = (text: string): string[][] => {
+  const rows: string[][] = []
+  let row: string[] = []
+  let field = ""
+  let quoted = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') {
+        field += '"'
+        i++
+      } else if (c === '"') quoted = false
+      else field += c
+    } else if (c === '"') quoted = true
+    else if (c === ",") {
+      row.push(field)
+      field = ""
+    } else if (c === "\n" || c === "\r") {
+      if (c === "\r" && text[i + 1] === "\n") i++
+      row.push(field)
+      rows.push(row)
+      row = []
+      field = ""
+    } else field += c
+  }
+  if (field !== "" || row.length > 0) rows.push([...row, field])
+  return rows
+}
