@@ -1,15 +1,13 @@
 /**
  * `tunegraph watch --json` in a child process: one JSON line per cycle.
  */
-import type { ChildProcess } from "node:child_process"
-import { once } from "node:events"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterEach, beforeAll, describe, expect, it } from "vitest"
 import { digestOf, opsProject, readStore } from "../fixtures/ops/project.ts"
-import { repoRoot, runJson, spawnCli } from "../support/cli.ts"
+import { killChildren, repoRoot, runJson, startWatch, type WatchCycle } from "../support/cli.ts"
 
-interface CycleJson {
+interface CycleJson extends WatchCycle {
   cycle: number
   changed: string[]
   status: "succeeded" | "failed" | "interrupted" | "error"
@@ -18,48 +16,7 @@ interface CycleJson {
   error?: string
 }
 
-const children: ChildProcess[] = []
-afterEach(async () => {
-  for (const c of children.splice(0))
-    if (c.exitCode === null) {
-      c.kill("SIGKILL")
-      await once(c, "exit")
-    }
-})
-
-/** Starts `watch --json` and hands out its cycles one at a time. */
-const startWatch = (dir: string, env: Record<string, string> = {}) => {
-  const child = spawnCli(dir, ["watch", "pipeline.ts", "--json", "--debounce", "100"], env)
-  children.push(child)
-  const cycles: CycleJson[] = []
-  let buffer = ""
-  let stderr = ""
-  child.stdout!.on("data", (d) => {
-    buffer += d
-    for (let i = buffer.indexOf("\n"); i >= 0; i = buffer.indexOf("\n")) {
-      cycles.push(JSON.parse(buffer.slice(0, i)))
-      buffer = buffer.slice(i + 1)
-    }
-  })
-  child.stderr!.on("data", (d) => {
-    stderr += d
-  })
-  let taken = 0
-  const next = async (): Promise<CycleJson> => {
-    for (let i = 0; i < 1200 && cycles.length <= taken; i++) {
-      if (child.exitCode !== null) throw new Error(`watch exited (${child.exitCode}): ${stderr}`)
-      await new Promise((r) => setTimeout(r, 50))
-    }
-    if (cycles.length <= taken) throw new Error(`no cycle ${taken + 1} after 60 s: ${stderr}`)
-    return cycles[taken++]!
-  }
-  const stop = async () => {
-    child.kill("SIGINT")
-    const [code] = await once(child, "exit")
-    return code as number
-  }
-  return { next, stop }
-}
+afterEach(killChildren)
 
 const ran = (c: CycleJson) =>
   c.steps
@@ -74,7 +31,7 @@ beforeAll(() => {
 describe("watch", () => {
   it("retrains only what an appended record affects, and survives a broken pipeline file", async () => {
     const dir = opsProject("watch")
-    const w = startWatch(dir)
+    const w = startWatch<CycleJson>(dir)
     const first = await w.next()
     expect(first).toMatchObject({ cycle: 1, changed: [], status: "succeeded" })
     expect(ran(first)).toHaveLength(8)
@@ -103,7 +60,7 @@ describe("watch", () => {
   it("interrupts a run when a change arrives, and the next cycle resumes training from its checkpoint", async () => {
     const dir = opsProject("watch")
     const marker = path.join(dir, "train.step")
-    const w = startWatch(dir, { TG_OPS_SLEEP_MS: "150", TG_OPS_MARKER: marker })
+    const w = startWatch<CycleJson>(dir, { TG_OPS_SLEEP_MS: "150", TG_OPS_MARKER: marker })
     for (let i = 0; i < 1200; i++) {
       if (fs.existsSync(marker) && Number(fs.readFileSync(marker, "utf8")) >= 3) break
       await new Promise((r) => setTimeout(r, 25))

@@ -99,3 +99,63 @@ export const runJsonAsync = async (
 
 export const sha256sum = (file: string) =>
   execFileSync("sha256sum", [file], { encoding: "utf8" }).split(" ")[0]!
+
+/** Child processes a test started and did not stop: killChildren (in afterEach) kills them. */
+const started: ChildProcess[] = []
+
+export const killChildren = async () => {
+  for (const c of started.splice(0))
+    if (c.exitCode === null) {
+      c.kill("SIGKILL")
+      await once(c, "exit")
+    }
+}
+
+/** What `watch --json` prints for one cycle (the fields every test reads). */
+export interface WatchCycle {
+  readonly cycle: number
+  readonly status: string
+  readonly run?: string
+  readonly steps: ReadonlyArray<{ readonly node: string; readonly status: string }>
+}
+
+/**
+ * Starts `tunegraph watch pipeline.ts --json` and hands out its cycles one at
+ * a time; `stderr()` is what it has printed there so far.
+ */
+export const startWatch = <C extends WatchCycle = WatchCycle>(
+  dir: string,
+  env: Record<string, string> = {},
+  timeoutMs = 60_000,
+) => {
+  const child = spawnCli(dir, ["watch", "pipeline.ts", "--json", "--debounce", "100"], env)
+  started.push(child)
+  const cycles: C[] = []
+  let buffer = ""
+  let err = ""
+  child.stdout!.on("data", (d) => {
+    buffer += d
+    for (let i = buffer.indexOf("\n"); i >= 0; i = buffer.indexOf("\n")) {
+      cycles.push(JSON.parse(buffer.slice(0, i)))
+      buffer = buffer.slice(i + 1)
+    }
+  })
+  child.stderr!.on("data", (d) => {
+    err += d
+  })
+  let taken = 0
+  const next = async (): Promise<C> => {
+    for (let waited = 0; waited < timeoutMs && cycles.length <= taken; waited += 50) {
+      if (child.exitCode !== null) throw new Error(`watch exited (${child.exitCode}): ${err}`)
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    if (cycles.length <= taken) throw new Error(`no cycle ${taken + 1} after ${timeoutMs / 1000} s: ${err}`)
+    return cycles[taken++]!
+  }
+  const stop = async () => {
+    child.kill("SIGINT")
+    const [code] = await once(child, "exit")
+    return code as number
+  }
+  return { next, stop, stderr: () => err }
+}
