@@ -5,7 +5,7 @@
  *
  * Reproduce (from the repository root):
  *   npx esbuild bench/data-throughput.ts --bundle --platform=node --format=esm \
- *     --packages=external --outfile=/tmp/data-throughput.mjs && node /tmp/data-throughput.mjs [MB]
+ *     --packages=external --outfile=dist/bench-data-throughput.mjs && node dist/bench-data-throughput.mjs [MB]
  *
  * Each stage runs in its own child process, so its peak RSS is its own.
  * Throughput is given per wall-clock second and per CPU second of the

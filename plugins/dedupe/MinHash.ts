@@ -38,7 +38,7 @@ export const wordText = (s: string): string => {
 }
 
 /** splitmix32: reproducible coefficients from a seed. */
-const splitmix = (seed: number) => {
+export const splitmix = (seed: number) => {
   let s = seed >>> 0
   return (): number => {
     s = (s + 0x9e3779b9) >>> 0
