@@ -19,7 +19,14 @@ import * as os from "node:os"
 import * as path from "node:path"
 import Database from "better-sqlite3"
 import type { ArtifactFile } from "../core/Artifact.ts"
-import { hashDirSync, hashFileSync, listFiles, type ManifestEntry, modeOf } from "../core/Hash.ts"
+import {
+  hashDirSync,
+  hashFileSync,
+  type KnownFile,
+  listFiles,
+  type ManifestEntry,
+  modeOf,
+} from "../core/Hash.ts"
 import { migrations } from "./Migrations.ts"
 
 export interface ArtifactRow {
@@ -319,12 +326,13 @@ export class Store {
    * `spare` until `record` has committed the rows: gc may be deleting that
    * very object meanwhile (it had no row), and the spare then takes its place.
    */
-  putObject(src: string): StoredObject {
+  putObject(src: string, known?: ReadonlyMap<string, KnownFile>): StoredObject {
     const st = fs.statSync(src)
     let stored: StoredObject
     if (st.isDirectory()) {
-      const h = hashDirSync(src)
-      for (const e of h.entries) fsyncFile(path.join(src, e.path))
+      // a hard link to a stored object's file is durable and hashed already: neither is done again
+      const h = hashDirSync(src, known)
+      for (const rel of h.read) fsyncFile(path.join(src, rel))
       stored = { digest: h.digest, size: h.size, isDir: true, entries: h.entries }
     } else if (st.isFile()) {
       fsyncFile(src)
@@ -573,6 +581,26 @@ export class Store {
       .immediate()
     this.settle(object)
     return this.objectPath(object.digest)
+  }
+
+  /**
+   * Hard-links file `name` of a stored chunk result directory (a path chunkLookup
+   * or chunkCommit returned) to `dest`, and returns what the store knows of it,
+   * so the output it joins is not read or fsynced again (putObject `known`).
+   */
+  chunkLink(stored: string, name: string, dest: string): KnownFile {
+    const rel = path.relative(this.objectsDir, stored)
+    const digest = rel.split(path.sep).join("")
+    const row = this.sql("SELECT file_digest, size FROM artifact_files WHERE digest = ? AND path = ?").get(
+      digest,
+      name,
+    ) as { file_digest: string; size: number } | undefined
+    if (row === undefined) throw new Error(`${stored}: the store has no file "${name}" in this chunk result`)
+    fs.linkSync(path.join(stored, name), dest)
+    const st = fs.statSync(dest)
+    if (st.size !== row.size)
+      throw new Error(`${path.join(stored, name)}: ${st.size} bytes on disk, the store recorded ${row.size}`)
+    return { digest: row.file_digest, size: row.size, dev: st.dev, ino: st.ino }
   }
 
   /** The output digests of the most recent successful execution of a node. */

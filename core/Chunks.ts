@@ -285,6 +285,13 @@ export interface ChunkCache {
   readonly put: (key: string, file: string) => string
   /** A fresh directory to write one chunk's parts into. */
   readonly scratch: () => string
+  /**
+   * Hard-links file `name` of a stored chunk result directory (from get or put)
+   * to `dest` inside one of the step's outputs: the output shares the stored
+   * bytes, and the engine takes their digest from the store rather than
+   * reading them again. This is how a sharded output is assembled.
+   */
+  readonly link: (stored: string, name: string, dest: string) => void
 }
 
 /** How much of a chunked step was reused: for the log, the report and the run summary. */
@@ -328,7 +335,8 @@ export const noChunkCache = (scratchRoot: string): ChunkCache => {
     recipe: () => "none",
     get: () => undefined,
     put: (_key, file) => file,
-    // Nothing is kept: a chunk's result is read before the next chunk asks for a directory.
+    link: (stored, name, dest) => fs.linkSync(path.join(stored, name), dest),
+    // Nothing is kept: a chunk's result is read (or linked) before the next chunk asks for a directory.
     scratch: () => {
       if (last !== undefined) fs.rmSync(last, { recursive: true, force: true })
       last = path.join(scratchRoot, `chunk-${n++}`)

@@ -68,15 +68,37 @@ export const listFiles = (dir: string): string[] => {
 
 export const modeOf = (st: fs.Stats): 644 | 755 => ((st.mode & 0o111) !== 0 ? 755 : 644)
 
-export const hashDirSync = (dir: string): { digest: string; size: number; entries: ManifestEntry[] } => {
+/**
+ * A file whose digest is known without reading it: a hard link to a stored
+ * object's file (a reused chunk's part in a step's output), recognised by
+ * its device, inode and size.
+ */
+export interface KnownFile {
+  readonly digest: string
+  readonly size: number
+  readonly dev: number
+  readonly ino: number
+}
+
+/** Whether `st` is the very file `k` describes (the same inode, so the same bytes). */
+export const isKnown = (st: fs.Stats, k: KnownFile | undefined): k is KnownFile =>
+  k !== undefined && st.dev === k.dev && st.ino === k.ino && st.size === k.size
+
+export const hashDirSync = (
+  dir: string,
+  known?: ReadonlyMap<string, KnownFile>,
+): { digest: string; size: number; entries: ManifestEntry[]; read: ReadonlyArray<string> } => {
   const entries: ManifestEntry[] = []
+  const read: string[] = []
   let size = 0
   for (const rel of listFiles(dir)) {
     const abs = path.join(dir, rel)
     const st = fs.statSync(abs)
-    const { digest, size: s } = hashFileSync(abs)
+    const k = known?.get(abs)
+    if (!isKnown(st, k)) read.push(rel)
+    const { digest, size: s } = isKnown(st, k) ? k : hashFileSync(abs)
     size += s
     entries.push({ path: rel, mode: modeOf(st), digest, size: s })
   }
-  return { digest: manifestDigest(entries), size, entries }
+  return { digest: manifestDigest(entries), size, entries, read }
 }

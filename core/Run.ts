@@ -14,6 +14,7 @@ import { Cause, Deferred, Effect, Exit, Fiber, Schema, Semaphore } from "effect"
 import { type ExecutionRecord, removeTree, type Store, type StoredObject } from "../cache/Store.ts"
 import type { Artifact, ArtifactKind, InputSpec, Ref } from "./Artifact.ts"
 import type { ChunkCache, ChunkReuse } from "./Chunks.ts"
+import type { KnownFile } from "./Hash.ts"
 import { type Override, prepareAll } from "./Params.ts"
 import { dependencies, type Node, type Pipeline, type StepNode, topoOrder } from "./Pipeline.ts"
 import type { Annotations, Failure, InputArtifacts } from "./Plugin.ts"
@@ -478,6 +479,8 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
           const log: string[] = []
           const metrics: Array<{ name: string; step: number | null; value: number; at: number }> = []
           let annotations: Annotations = {}
+          // files of the outputs hard-linked from stored chunk results: their digests are known
+          const known = new Map<string, KnownFile>()
           const abort = new AbortController()
           const started = Date.now()
           const ctx = {
@@ -513,7 +516,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             },
             workDir,
             sinks: options.sinks !== false,
-            chunks: chunkCacheFor(node, common.ingredients as KeyIngredients, scratch),
+            chunks: chunkCacheFor(node, common.ingredients as KeyIngredients, scratch, known),
           }
           const exit = yield* node.plugin.run(ctx as never).pipe(
             Effect.onInterrupt(() => Effect.sync(() => abort.abort())),
@@ -522,7 +525,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             Effect.flatMap((meta) =>
               Effect.try({
                 try: () => {
-                  const stored = commitOutputs(node, outDir, meta)
+                  const stored = commitOutputs(node, outDir, meta, known)
                   const ms = Date.now() - started
                   store.record(
                     {
@@ -612,7 +615,12 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
         })
 
       // Chunks commit as they finish, so a step killed half-way leaves them for the next run.
-      const chunkCacheFor = (node: StepNode, ingredients: KeyIngredients, scratch: string): ChunkCache => {
+      const chunkCacheFor = (
+        node: StepNode,
+        ingredients: KeyIngredients,
+        scratch: string,
+        known: Map<string, KnownFile>,
+      ): ChunkCache => {
         let n = 0
         const chunkRoot = path.join(scratch, ".chunks")
         return {
@@ -625,6 +633,10 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             if (path.dirname(dir) === chunkRoot) removeTree(dir)
             return stored
           },
+          link: (stored, file, dest) => {
+            const abs = path.resolve(dest)
+            known.set(abs, store.chunkLink(stored, file, abs))
+          },
           scratch: () => {
             const d = path.join(chunkRoot, `chunk-${n++}`)
             fs.mkdirSync(d, { recursive: true })
@@ -633,7 +645,12 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
         }
       }
 
-      const commitOutputs = (node: StepNode, outDir: string, meta: unknown) => {
+      const commitOutputs = (
+        node: StepNode,
+        outDir: string,
+        meta: unknown,
+        known: ReadonlyMap<string, KnownFile>,
+      ) => {
         const result: Record<string, { object: StoredObject; kind: string; meta: unknown }> = {}
         const metas = (meta ?? {}) as Record<string, unknown>
         for (const [o, k] of Object.entries(node.plugin.outputs) as Array<[string, ArtifactKind]>) {
@@ -649,7 +666,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
               )
             m = Schema.encodeSync(k.meta)(exit.value)
           }
-          result[o] = { object: store.putObject(p), kind: k.name, meta: m ?? null }
+          result[o] = { object: store.putObject(p, known), kind: k.name, meta: m ?? null }
         }
         return result
       }

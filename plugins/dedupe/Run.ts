@@ -10,12 +10,9 @@ import * as path from "node:path"
 import { Effect } from "effect"
 import {
   bytesOf,
-  type Chunk,
   type ChunkCache,
   chainState,
   chunkKey,
-  chunkSizes,
-  chunksOf,
   describeReuse,
   openParts,
   packParts,
@@ -25,6 +22,13 @@ import {
   withChunkCache,
 } from "../../core/Chunks.ts"
 import { type Failure, StepError } from "../../core/Plugin.ts"
+import {
+  digestsOf,
+  type RecordChunk,
+  RecordPartsWriter,
+  recordBytes,
+  recordChunks,
+} from "../ingest/RecordParts.ts"
 import { type CanonicalRecord, kindOf, type RecordKind } from "../ingest/Records.ts"
 import { RecordWriter } from "../ingest/RecordWriter.ts"
 import { Fingerprinter } from "./Fingerprint.ts"
@@ -74,6 +78,8 @@ const preview = (line: string): string => {
 }
 
 class Growable {
+  /** Per kept record: the input file it is in (InputFiles), its offset and length there. */
+  files = new Int32Array(1 << 12)
   offsets = new Float64Array(1 << 12)
   lengths = new Uint32Array(1 << 12)
   inputs = new Int32Array(1 << 12)
@@ -84,6 +90,9 @@ class Growable {
   ensure(n: number): void {
     if (n < this.offsets.length) return
     const cap = this.offsets.length * 2
+    const f = new Int32Array(cap)
+    f.set(this.files)
+    this.files = f
     const o = new Float64Array(cap)
     o.set(this.offsets)
     this.offsets = o
@@ -101,6 +110,7 @@ class Growable {
   }
   get bytes(): number {
     return (
+      this.files.byteLength +
       this.offsets.byteLength +
       this.lengths.byteLength +
       this.inputs.byteLength +
@@ -142,13 +152,13 @@ const signerFor = (o: DedupeOptions): Signer => ({
 })
 
 const signChunk = (
-  chunk: Chunk,
+  chunk: RecordChunk,
   o: DedupeOptions,
   signer: Signer,
 ): { kind: RecordKind | null; rows: Uint32Array } => {
   const { fingerprinter, mh, lsh, sig, keys } = signer
   const stride = strideOf(o)
-  const buf = chunk.bytes
+  const buf = chunk.bytes()
   let rows = new Uint32Array(stride * 1024)
   let n = 0
   let kind: RecordKind | null = null
@@ -211,9 +221,9 @@ export const dedupeFile = async (
   progress: (done: number, total: number) => void = () => {},
   cache?: ChunkCache,
   reuse: ReuseCounter = new ReuseCounter(),
+  digests?: ReadonlyMap<string, string>,
 ): Promise<DedupeSummary> => {
-  const total = fs.statSync(input).size
-  const writer = new RecordWriter(output)
+  const total = recordBytes(input)
   const seen = new Seen()
   const mh = o.near
     ? new MinHasher({ permutations: o.permutations, ngram: o.ngram, seed: o.seed, scope: o.on })
@@ -225,18 +235,21 @@ export const dedupeFile = async (
   const kept = new Growable(o.near)
   const clusters = new Map<number, Cluster>()
   const stride = strideOf(o)
-  const fd = o.near ? fs.openSync(input, "r") : -1
+  const files = new InputFiles()
   let readBuf = Buffer.allocUnsafe(1 << 16)
   let exact = 0
   let near = 0
   let verified = 0
   let count = 0
+  let keptCount = 0
   let recordKind: RecordKind | undefined
+  /** The kept lines of the chunk being decided (replayed chunks' are in their stored parts already). */
+  let writer: RecordWriter | undefined
 
   const keptLine = (j: number): Buffer => {
     const len = kept.lengths[j]!
     if (readBuf.length < len) readBuf = Buffer.allocUnsafe(len * 2)
-    fs.readSync(fd, readBuf, 0, len, kept.offsets[j]!)
+    files.read(kept.files[j]!, readBuf, len, kept.offsets[j]!)
     return readBuf
   }
   const note = (rep: number, member: Omit<ClusterMember, "text">, line: () => string) => {
@@ -249,11 +262,13 @@ export const dedupeFile = async (
     c.duplicates++
     if (c.members.length < MAX_MEMBERS) c.members.push({ ...member, text: preview(line()) })
   }
-  const keep = (chunk: Chunk, rows: Uint32Array, at: number, ordinal: number) => {
+  const keep = (chunk: RecordChunk, file: number, rows: Uint32Array, at: number) => {
+    const ordinal = keptCount++
     const s = rows[at + 1]!
     const len = rows[at + 2]!
     kept.ensure(ordinal)
-    kept.offsets[ordinal] = chunk.offset + s
+    kept.files[ordinal] = file
+    kept.offsets[ordinal] = chunk.fileOffset + s
     kept.lengths[ordinal] = len
     kept.inputs[ordinal] = chunk.firstLine + rows[at]!
     if ((rows[at + 3]! & SHINGLED) !== 0) {
@@ -263,20 +278,24 @@ export const dedupeFile = async (
       )
       lsh.add(ordinal, rows.subarray(at + HEAD + 4, at + HEAD + 4 + o.bands))
     }
-    writer.lineBytes(chunk.bytes, s, s + len)
+    writer?.lineBytes(chunk.bytes(), s, s + len)
   }
-  const textAt = (chunk: Chunk, rows: Uint32Array, at: number) => () =>
-    chunk.bytes.toString("utf8", rows[at + 1]!, rows[at + 1]! + rows[at + 2]!)
+  const textAt = (chunk: RecordChunk, rows: Uint32Array, at: number) => () =>
+    chunk.bytes().toString("utf8", rows[at + 1]!, rows[at + 1]! + rows[at + 2]!)
 
   /** Decides each record of a chunk against the index, growing it; returns the decisions. */
-  const decide = (chunk: Chunk, rows: Uint32Array): { decisions: Uint32Array; verified: number } => {
+  const decide = (
+    chunk: RecordChunk,
+    file: number,
+    rows: Uint32Array,
+  ): { decisions: Uint32Array; verified: number } => {
     const n = rows.length / stride
     const decisions = new Uint32Array(n * 2)
     const before = verified
     for (let r = 0, at = 0; r < n; r++, at += stride) {
       count++
       const index = chunk.firstLine + rows[at]!
-      const ordinal = writer.count
+      const ordinal = keptCount
       if (o.exact) {
         const prev = seen.addOrGet(rows, at + HEAD, ordinal)
         if (prev >= 0) {
@@ -303,7 +322,7 @@ export const dedupeFile = async (
           verified++
           if (mine === undefined) {
             const s = rows[at + 1]!
-            mh.shingleLine(chunk.bytes, s, s + rows[at + 2]!)
+            mh.shingleLine(chunk.bytes(), s, s + rows[at + 2]!)
             mine = mh.sortedSet()
           }
           const line = keptLine(j)
@@ -327,13 +346,19 @@ export const dedupeFile = async (
       }
       decisions[r * 2] = KEPT
       decisions[r * 2 + 1] = ordinal
-      keep(chunk, rows, at, ordinal)
+      keep(chunk, file, rows, at)
     }
     return { decisions, verified: verified - before }
   }
 
   /** Replays known decisions: the same index, output and report as deciding again. */
-  const replay = (chunk: Chunk, rows: Uint32Array, decisions: Uint32Array, chunkVerified: number) => {
+  const replay = (
+    chunk: RecordChunk,
+    file: number,
+    rows: Uint32Array,
+    decisions: Uint32Array,
+    chunkVerified: number,
+  ) => {
     verified += chunkVerified
     for (let r = 0, at = 0; at < rows.length; r++, at += stride) {
       count++
@@ -349,18 +374,20 @@ export const dedupeFile = async (
         const similarity = (decisions[r * 2]! >>> 2) / 1000
         note(rep, { index, kind: "near", similarity }, textAt(chunk, rows, at))
       } else {
-        if (o.exact) seen.addOrGet(rows, at + HEAD, writer.count)
-        keep(chunk, rows, at, writer.count)
+        if (o.exact) seen.addOrGet(rows, at + HEAD, keptCount)
+        keep(chunk, file, rows, at)
       }
     }
   }
 
   try {
     await withChunkCache(cache, async (chunks) => {
+      const out = new RecordPartsWriter(output, chunks)
       const recipe = chunks.recipe(["records"])
       let chain = recipe
       let signer: Signer | undefined
-      for await (const chunk of chunksOf(input, chunkSizes(), signal)) {
+      for await (const chunk of recordChunks(input, digests, signal)) {
+        const file = files.add(chunk.file)
         const signKey = chunkKey(recipe, chunk.digest, "signatures")
         const signed = chunks.get(signKey)
         let rows: Uint32Array
@@ -385,40 +412,51 @@ export const dedupeFile = async (
         if (recordKind === undefined && kind !== null) recordKind = kind
         const decideKey = chunkKey(recipe, chunk.digest, `decisions after ${chain}`)
         chain = chainState(chain, chunk.digest)
-        const known = chunks.get(decideKey)
-        if (known !== undefined) {
+        let dir = chunks.get(decideKey)
+        if (dir !== undefined) {
           reuse.hit()
-          const p = openParts(known)
-          const v = JSON.parse(readPartText(p, "summary")) as { verified: number }
-          replay(chunk, rows, readPartU32(p, "decisions"), v.verified)
+          const v = JSON.parse(fs.readFileSync(path.join(dir, "summary.json"), "utf8")) as {
+            verified: number
+          }
+          replay(chunk, file, rows, readU32(path.join(dir, "decisions.u32")), v.verified)
         } else {
           reuse.miss()
-          const d = decide(chunk, rows)
-          chunks.put(
-            decideKey,
-            packParts(path.join(chunks.scratch(), "chunk"), [
-              ["summary", JSON.stringify({ verified: d.verified })],
-              ["decisions", bytesOf(d.decisions)],
-            ]),
+          // the chunk's result: its decisions, and its kept lines as the output's next part
+          const fresh = path.join(chunks.scratch(), "chunk")
+          fs.mkdirSync(fresh)
+          writer = new RecordWriter(path.join(fresh, "records.jsonl"))
+          let d: ReturnType<typeof decide>
+          try {
+            d = decide(chunk, file, rows)
+          } finally {
+            writer.close()
+          }
+          fs.writeFileSync(path.join(fresh, "decisions.u32"), bytesOf(d.decisions))
+          fs.writeFileSync(
+            path.join(fresh, "summary.json"),
+            JSON.stringify({ verified: d.verified, kept: writer.count }),
           )
+          writer = undefined
+          dir = chunks.put(decideKey, fresh)
         }
-        progress(chunk.offset + chunk.bytes.length, total)
+        const kept = JSON.parse(fs.readFileSync(path.join(dir, "summary.json"), "utf8")) as { kept: number }
+        out.link(dir, "records.jsonl", kept.kept, fs.statSync(path.join(dir, "records.jsonl")).size)
+        progress(chunk.offset + chunk.size, total)
       }
+      out.close()
     })
     for (const [rep, c] of clusters) {
       const len = kept.lengths[rep]!
-      const line = o.near ? keptLine(rep).toString("utf8", 0, len) : readAt(input, kept.offsets[rep]!, len)
-      ;(c.kept as { text: string }).text = preview(line)
+      ;(c.kept as { text: string }).text = preview(keptLine(rep).toString("utf8", 0, len))
     }
   } finally {
-    writer.close()
-    if (fd >= 0) fs.closeSync(fd)
+    files.close()
   }
   progress(total, total)
   return {
     recordKind,
     recordsIn: count,
-    recordsOut: writer.count,
+    recordsOut: keptCount,
     duplicates: { exact, near },
     candidatesVerified: verified,
     clusters: [...clusters.values()],
@@ -426,14 +464,42 @@ export const dedupeFile = async (
   }
 }
 
-const readAt = (file: string, offset: number, length: number): string => {
-  const fd = fs.openSync(file, "r")
-  try {
-    const b = Buffer.allocUnsafe(length)
-    fs.readSync(fd, b, 0, length, offset)
-    return b.toString("utf8")
-  } finally {
-    fs.closeSync(fd)
+const readU32 = (file: string): Uint32Array => {
+  const b = fs.readFileSync(file)
+  const a = new Uint32Array(b.byteLength / 4)
+  new Uint8Array(a.buffer).set(b)
+  return a
+}
+
+/** The input's files by number, opened when a kept line is read from them (a few at a time). */
+class InputFiles {
+  private readonly paths: string[] = []
+  private readonly open = new Map<number, number>()
+  add(file: string): number {
+    if (this.paths[this.paths.length - 1] !== file) this.paths.push(file)
+    return this.paths.length - 1
+  }
+  read(file: number, buf: Buffer, length: number, position: number): void {
+    let fd = this.open.get(file)
+    if (fd === undefined) {
+      if (this.open.size >= 64) {
+        const [first, oldest] = this.open.entries().next().value as [number, number]
+        fs.closeSync(oldest)
+        this.open.delete(first)
+      }
+      fd = fs.openSync(this.paths[file]!, "r")
+    } else this.open.delete(file)
+    this.open.set(file, fd)
+    let off = 0
+    while (off < length) {
+      const n = fs.readSync(fd, buf, off, length - off, position + off)
+      if (n === 0) throw new Error(`${this.paths[file]}: ended before a kept line`)
+      off += n
+    }
+  }
+  close(): void {
+    for (const fd of this.open.values()) fs.closeSync(fd)
+    this.open.clear()
   }
 }
 
@@ -456,6 +522,7 @@ export const run = (
         (d, t) => ctx.progress(d, t),
         ctx.chunks,
         reuse,
+        digestsOf(input),
       )
       ctx.log(describeReuse("dedupe", "check", reuse.value))
       ctx.annotate({ chunks: reuse.value })

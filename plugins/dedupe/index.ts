@@ -42,7 +42,7 @@ export type DedupeContext = StepContext<DedupeParams, typeof inputs, typeof outp
 
 export const dedupe = definePlugin({
   name: "dedupe",
-  version: 1,
+  version: 2,
   params: DedupeParams,
   inputs,
   outputs,

@@ -6,6 +6,7 @@
  * Reading is streaming: a Records file may be larger than memory.
  */
 import * as fs from "node:fs"
+import { recordFiles } from "./RecordParts.ts"
 import { Schema } from "effect"
 import { canonicalJson } from "../../core/Canonical.ts"
 
@@ -161,12 +162,20 @@ export const forEachLineBytesAsync = async (
   }
 }
 
-/** Each line of a Records file as a string, in order. */
-export const forEachLine = (file: string, f: (line: string, index: number) => void): number =>
-  forEachLineBytes(file, (buf, s, e, i) => f(buf.toString("utf8", s, e), i))
+/** Each line of a Records directory's parts (or of a Records file) as a string, in order. */
+export const forEachLine = (records: string, f: (line: string, index: number) => void): number => {
+  let base = 0
+  for (const file of recordFiles(records))
+    base += forEachLineBytes(file, (buf, s, e, i) => f(buf.toString("utf8", s, e), base + i))
+  return base
+}
 
-/** A Records file as a lazy sequence of records (memory stays bounded by one chunk). */
-export function* iterateRecords(file: string): Generator<CanonicalRecord> {
+/** Records (a directory of parts, or one file) as a lazy sequence (memory stays bounded by one chunk). */
+export function* iterateRecords(records: string): Generator<CanonicalRecord> {
+  for (const file of recordFiles(records)) yield* iterateFile(file)
+}
+
+function* iterateFile(file: string): Generator<CanonicalRecord> {
   const fd = fs.openSync(file, "r")
   try {
     let buf = Buffer.allocUnsafe(CHUNK)

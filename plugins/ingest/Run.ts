@@ -12,14 +12,11 @@ import {
   type ChunkCache,
   chunkSizes,
   chunksOf,
-  copyPart,
+  chunksOfSync,
   describeReuse,
   LineTooLong,
   noChunkCache,
-  openParts,
-  packParts,
   ReuseCounter,
-  readPartText,
 } from "../../core/Chunks.ts"
 import { hashFileSync } from "../../core/Hash.ts"
 import { type Failure, StepError } from "../../core/Plugin.ts"
@@ -33,6 +30,7 @@ import { type BytesHandler, type SegmentHandler, Utf8Lines } from "./Lines.ts"
 import { Mapper, type MappingOptions } from "./Mapping.ts"
 import { readParquet } from "./Parquet.ts"
 import { describe, type Problem, type RawSink, SourceError, type Where } from "./Problem.ts"
+import { type PartEntry, RecordPartsWriter } from "./RecordParts.ts"
 import { type RecordKind, recordLine } from "./Records.ts"
 import { RecordWriter } from "./RecordWriter.ts"
 import { TextFileParser, TextLinesParser } from "./Text.ts"
@@ -285,15 +283,46 @@ async function* unitsOf(
   yield { index: 0, firstLine: 0, offset: 0, size: f.size, digest: f.digest ?? hashFileSync(f.abs).digest }
 }
 
+/** A unit's chunk result as stored: its summary and the parts its records were cut into. */
+interface StoredUnit extends UnitSummary {
+  readonly parts: ReadonlyArray<PartEntry>
+}
+
 /**
- * Reads `files` in order into the Records file `output`. `scratch` holds
+ * A unit's chunk result, a directory: `summary.json` and its records as
+ * parts (records-0.jsonl, ...). A chunk of a line-based file is one part; a
+ * whole file's records are cut into content-defined parts like any chunk,
+ * so the steps after ingest work on them incrementally too.
+ */
+const unitResult = (dir: string, records: string, s: UnitSummary, whole: boolean): string => {
+  fs.mkdirSync(dir)
+  const parts: PartEntry[] = []
+  const size = fs.statSync(records).size
+  if (!whole || size === 0) {
+    if (s.records > 0) {
+      fs.renameSync(records, path.join(dir, "records-0.jsonl"))
+      parts.push({ file: "records-0.jsonl", records: s.records, bytes: size })
+    }
+  } else
+    for (const c of chunksOfSync(records, chunkSizes())) {
+      const file = `records-${c.index}.jsonl`
+      fs.writeFileSync(path.join(dir, file), c.bytes)
+      parts.push({ file, records: c.lines, bytes: c.bytes.length })
+    }
+  fs.writeFileSync(path.join(dir, "summary.json"), JSON.stringify({ ...s, parts } satisfies StoredUnit))
+  return dir
+}
+
+/**
+ * Reads `files` in order into the Records directory `output` (RecordParts.ts). `scratch` holds
  * decompressed Parquet (which needs random access). Throws IngestError.
  *
  * Line-based files (JSONL, text by line) are read chunk by chunk and other
  * files whole (core/Chunks.ts); each unit's records and counts are kept in
  * `chunks` under the unit's digest and the record kind carried into it, so
- * an append parses only the new bytes. The output is the units' records in
- * order: the same bytes however much was reused.
+ * an append parses only the new bytes. The output is the units' parts in
+ * order, hard-linked from the chunk results: the same bytes however much was
+ * reused, and no copy of the unchanged ones.
  */
 export const ingestFiles = async (
   files: ReadonlyArray<SourceFile>,
@@ -316,8 +345,7 @@ export const ingestFiles = async (
   let emptyExpansions = 0
   const total = files.reduce((n, f) => n + f.size, 0)
   let before = 0
-  const out = fs.openSync(output, "w")
-  const copyBuf = Buffer.allocUnsafe(4 * 1024 * 1024)
+  const out = new RecordPartsWriter(output, chunks)
   try {
     for (const f of files) {
       const detected = detect(f.abs, options.format)
@@ -347,17 +375,10 @@ export const ingestFiles = async (
           const s = await parseUnit(f, detected, unit, kind, records, options, scratch, signal, (done) =>
             progress(before + unit.offset + done, total, f.path),
           )
-          dir = chunks.put(
-            key,
-            packParts(path.join(fresh, "chunk"), [
-              ["summary", JSON.stringify(s)],
-              ["records", { file: records }],
-            ]),
-          )
+          dir = chunks.put(key, unitResult(path.join(fresh, "chunk"), records, s, unit.bytes === undefined))
         }
-        const parts = openParts(dir)
-        const s = JSON.parse(readPartText(parts, "summary")) as UnitSummary
-        copyPart(out, parts, "records", copyBuf)
+        const s = JSON.parse(fs.readFileSync(path.join(dir, "summary.json"), "utf8")) as StoredUnit
+        for (const p of s.parts) out.link(dir, p.file, p.records, p.bytes)
         kind = s.kind ?? kind
         count += s.records
         summary.records += s.records
@@ -376,7 +397,7 @@ export const ingestFiles = async (
       progress(before, total, f.path)
     }
   } finally {
-    fs.closeSync(out)
+    out.close()
   }
   if (count === 0 || kind === undefined) {
     const first = invalid[0]

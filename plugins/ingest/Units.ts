@@ -6,14 +6,9 @@
  * and whether it starts the file (where a BOM is looked for). Shared by the
  * step and by `plan`, which counts what a run would parse again.
  */
-import {
-  type ChunkReuse,
-  chunkKey,
-  chunkSizes,
-  chunksOfSync,
-  openParts,
-  readPartText,
-} from "../../core/Chunks.ts"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { type ChunkReuse, chunkKey, chunkSizes, chunksOfSync } from "../../core/Chunks.ts"
 import { type Detected, detect, type Format } from "./Format.ts"
 
 export const lineBased = (d: Detected, textUnit: "line" | "file"): boolean =>
@@ -56,7 +51,9 @@ export const planUnits = (
       if (hit === undefined) continue
       reused++
       try {
-        kind = (JSON.parse(readPartText(openParts(hit), "summary")) as { kind: string | null }).kind ?? kind
+        kind =
+          (JSON.parse(fs.readFileSync(path.join(hit, "summary.json"), "utf8")) as { kind: string | null })
+            .kind ?? kind
       } catch {
         // a damaged entry: the run will parse the unit again
         reused--

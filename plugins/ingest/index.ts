@@ -5,6 +5,7 @@
  */
 import { Effect, Schema } from "effect"
 import { Files } from "../../core/Artifact.ts"
+import { chunkSizes } from "../../core/Chunks.ts"
 import { definePlugin, type StepContext, withDefault } from "../../core/Plugin.ts"
 import { Records, Report } from "../kinds.ts"
 import { planUnits } from "./Units.ts"
@@ -43,12 +44,14 @@ export type IngestContext = StepContext<IngestParams, typeof inputs, typeof outp
 
 export const ingest = definePlugin({
   name: "ingest",
-  version: 1,
+  version: 2,
   params: IngestParams,
   inputs,
   outputs,
   resources: { cpu: 1 },
   code: ["plugins/ingest"],
+  // The output's parts follow the chunks' cuts (RecordParts.ts): the chunk size shapes the bytes.
+  environment: () => ({ "chunk bytes": String(chunkSizes().target) }),
   run: (ctx) =>
     Effect.flatMap(
       Effect.promise(() => import("./Run.ts")),

@@ -24,25 +24,23 @@ import { Effect } from "effect"
 import { canonicalJson } from "../../core/Canonical.ts"
 import {
   bytesOf,
-  type Chunk,
   type ChunkCache,
   chunkKey,
-  chunkSizes,
-  chunksOf,
-  copyPart,
   describeReuse,
-  openParts,
-  type Parts,
-  packParts,
   ReuseCounter,
-  readPartText,
-  readPartU32,
   withChunkCache,
 } from "../../core/Chunks.ts"
 import { type Failure, StepError } from "../../core/Plugin.ts"
 import { Fingerprinter } from "../dedupe/Fingerprint.ts"
 import { Seen } from "../dedupe/Seen.ts"
 import { recordFields } from "../dedupe/TextFields.ts"
+import {
+  digestsOf,
+  type RecordChunk,
+  RecordPartsWriter,
+  recordBytes,
+  recordChunks,
+} from "../ingest/RecordParts.ts"
 import { type CanonicalRecord, kindOf, type RecordKind } from "../ingest/Records.ts"
 import { RecordWriter } from "../ingest/RecordWriter.ts"
 import { checkRatios, type Ratios, SPLITS, type SplitName, splitOf, uniform } from "./Assign.ts"
@@ -127,6 +125,8 @@ interface ChunkResult {
   readonly records: Uint32Array
   /** Stratum (canonical JSON of the value) to its value and counts, in first-seen order. */
   readonly strata: ReadonlyArray<[string, unknown, Record<SplitName, number>]>
+  /** Records in each of its parts. */
+  readonly counts: Record<SplitName, number>
 }
 
 const SPLIT_INDEX: Record<SplitName, number> = { train: 0, validation: 1, test: 2 }
@@ -142,7 +142,7 @@ const printersFor = (o: SplitParams): Printers => {
   return { content, leakPrint: o.leakOn === "example" ? content : new Fingerprinter("prompt", false) }
 }
 
-const splitChunk = (chunk: Chunk, dir: string, o: SplitParams, printers: Printers): ChunkResult => {
+const splitChunk = (chunk: RecordChunk, dir: string, o: SplitParams, printers: Printers): ChunkResult => {
   const ratios: Ratios = o.ratios
   const writers = {
     train: new RecordWriter(path.join(dir, "train.jsonl")),
@@ -158,7 +158,7 @@ const splitChunk = (chunk: Chunk, dir: string, o: SplitParams, printers: Printer
   const words = WORDS + (groupPath === undefined ? 0 : GROUP_WORDS)
   const rows: number[] = []
   let kind: RecordKind | null = null
-  const buf = chunk.bytes
+  const buf = chunk.bytes()
   let s = 0
   let rel = 0
   try {
@@ -218,28 +218,42 @@ const splitChunk = (chunk: Chunk, dir: string, o: SplitParams, printers: Printer
     for (const w of Object.values(writers)) w.close()
   }
   if (rows.length % words !== 0) throw new Error("split: chunk rows out of step")
-  return { kind, records: Uint32Array.from(rows), strata: [...strata.values()] }
+  return {
+    kind,
+    records: Uint32Array.from(rows),
+    strata: [...strata.values()],
+    counts: { train: writers.train.count, validation: writers.validation.count, test: writers.test.count },
+  }
 }
 
-const packChunk = (dir: string, r: ChunkResult): string =>
-  packParts(path.join(dir, "chunk"), [
-    ["summary", JSON.stringify({ kind: r.kind, strata: r.strata })],
-    ["records", bytesOf(r.records)],
-    ...SPLITS.map((x) => [x, { file: path.join(dir, `${x}.jsonl`) }] as const),
-  ])
+/** A chunk's result, a directory: summary.json, records.u32 (the rows) and its three parts. */
+const storeChunk = (dir: string, r: ChunkResult): string => {
+  fs.writeFileSync(path.join(dir, "records.u32"), bytesOf(r.records))
+  fs.writeFileSync(
+    path.join(dir, "summary.json"),
+    JSON.stringify({ kind: r.kind, strata: r.strata, counts: r.counts }),
+  )
+  return dir
+}
 
-const readChunk = (parts: Parts): ChunkResult => ({
-  ...(JSON.parse(readPartText(parts, "summary")) as Omit<ChunkResult, "records">),
-  records: readPartU32(parts, "records"),
-})
+const readChunk = (dir: string): ChunkResult => {
+  const b = fs.readFileSync(path.join(dir, "records.u32"))
+  const records = new Uint32Array(b.byteLength / 4)
+  new Uint8Array(records.buffer).set(b)
+  return {
+    ...(JSON.parse(fs.readFileSync(path.join(dir, "summary.json"), "utf8")) as Omit<ChunkResult, "records">),
+    records,
+  }
+}
 
 /** The bytes of line `rel` of a chunk (for a leak's preview). */
-const lineOf = (chunk: Chunk, rel: number): string => {
+const lineOf = (chunk: RecordChunk, rel: number): string => {
+  const bytes = chunk.bytes()
   let s = 0
-  for (let i = 0; i < rel; i++) s = chunk.bytes.indexOf(10, s) + 1
-  let e = chunk.bytes.indexOf(10, s)
-  if (e < 0) e = chunk.bytes.length
-  return chunk.bytes.toString("utf8", s, e)
+  for (let i = 0; i < rel; i++) s = bytes.indexOf(10, s) + 1
+  let e = bytes.indexOf(10, s)
+  if (e < 0) e = bytes.length
+  return bytes.toString("utf8", s, e)
 }
 
 /**
@@ -259,11 +273,12 @@ export const splitFile = async (
   progress: (done: number, total: number) => void = () => {},
   cache?: ChunkCache,
   reuse: ReuseCounter = new ReuseCounter(),
+  digests?: ReadonlyMap<string, string>,
 ): Promise<SplitSummary> => {
   const ratios: Ratios = o.ratios
   const problem = checkRatios(ratios)
   if (problem !== undefined) throw new SplitError(`split: ${problem}`)
-  const total = fs.statSync(input).size
+  const total = recordBytes(input)
   const seen = new Seen()
   const groups = o.groupBy === undefined ? undefined : new Seen()
   const groupsPerSplit: Record<SplitName, number> = { train: 0, validation: 0, test: 0 }
@@ -276,29 +291,29 @@ export const splitFile = async (
   const key = new Uint32Array(4)
   let records = 0
   let recordKind: RecordKind | undefined
-  const fds = {
-    train: fs.openSync(outputs.train, "w"),
-    validation: fs.openSync(outputs.validation, "w"),
-    test: fs.openSync(outputs.test, "w"),
-  }
-  const copyBuf = Buffer.allocUnsafe(4 * 1024 * 1024)
-  try {
-    await withChunkCache(cache, async (chunks) => {
+  await withChunkCache(cache, async (chunks) => {
+    const writers = {
+      train: new RecordPartsWriter(outputs.train, chunks),
+      validation: new RecordPartsWriter(outputs.validation, chunks),
+      test: new RecordPartsWriter(outputs.test, chunks),
+    }
+    try {
       const recipe = chunks.recipe(["records"])
       let printers: Printers | undefined
-      for await (const chunk of chunksOf(input, chunkSizes(), signal)) {
+      for await (const chunk of recordChunks(input, digests, signal)) {
         const k = chunkKey(recipe, chunk.digest)
-        let file = chunks.get(k)
-        if (file !== undefined) reuse.hit()
+        let dir = chunks.get(k)
+        if (dir !== undefined) reuse.hit()
         else {
           reuse.miss()
-          const fresh = chunks.scratch()
+          const fresh = path.join(chunks.scratch(), "chunk")
+          fs.mkdirSync(fresh)
           printers ??= printersFor(o)
-          file = chunks.put(k, packChunk(fresh, splitChunk(chunk, fresh, o, printers)))
+          dir = chunks.put(k, storeChunk(fresh, splitChunk(chunk, fresh, o, printers)))
         }
-        const parts = openParts(file)
-        const r = readChunk(parts)
-        for (const x of SPLITS) copyPart(fds[x], parts, x, copyBuf)
+        const r = readChunk(dir)
+        for (const x of SPLITS)
+          writers[x].link(dir, `${x}.jsonl`, r.counts[x], fs.statSync(path.join(dir, `${x}.jsonl`)).size)
         if (recordKind === undefined && r.kind !== null) recordKind = r.kind
         for (const [k2, value, c] of r.strata) {
           let st = strata.get(k2)
@@ -332,12 +347,12 @@ export const splitFile = async (
               })
           }
         }
-        progress(chunk.offset + chunk.bytes.length, total)
+        progress(chunk.offset + chunk.size, total)
       }
-    })
-  } finally {
-    for (const fd of Object.values(fds)) fs.closeSync(fd)
-  }
+    } finally {
+      for (const w of Object.values(writers)) w.close()
+    }
+  })
   progress(total, total)
   let strataSummary: SplitSummary["strata"]
   if (o.stratifyBy !== undefined) {
@@ -379,6 +394,7 @@ export const run = (
         (d, t) => ctx.progress(d, t),
         ctx.chunks,
         reuse,
+        digestsOf(input),
       )
       ctx.log(describeReuse("split", "assign", reuse.value))
       ctx.annotate({ chunks: reuse.value })

@@ -42,7 +42,7 @@ export type SplitContext = StepContext<SplitParams, typeof inputs, typeof output
 
 export const split = definePlugin({
   name: "split",
-  version: 1,
+  version: 2,
   params: SplitParams,
   inputs,
   outputs,

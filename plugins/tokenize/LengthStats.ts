@@ -69,6 +69,29 @@ export class LengthStats {
     }
   }
 
+  /** The counts as [length, count] pairs (what a chunk keeps, to merge later). */
+  entries(): Array<[number, number]> {
+    const out: Array<[number, number]> = []
+    for (let len = 0; len <= this.maxSeen; len++)
+      if (this.counts[len]! > 0) out.push([len, this.counts[len]!])
+    return out
+  }
+
+  /** Adds counts kept by `entries`. */
+  merge(entries: ReadonlyArray<readonly [number, number]>): void {
+    for (const [len, c] of entries) {
+      if (len >= this.counts.length) {
+        const bigger = new Float64Array(Math.max(len + 1, this.counts.length * 2))
+        bigger.set(this.counts)
+        this.counts = bigger
+      }
+      this.counts[len]! += c
+      this.n += c
+      this.sum += len * c
+      if (len > this.maxSeen && c > 0) this.maxSeen = len
+    }
+  }
+
   /** Counts in (from, to] for the given upper edges, and one open bucket past the last. */
   histogram(edges: ReadonlyArray<number>): Bucket[] {
     const out: Bucket[] = []

@@ -21,9 +21,59 @@ export class Packer {
 
   constructor(
     private readonly capacity: number,
-    private readonly emit: (sequence: PackedSequence) => void,
+    private emit: (sequence: PackedSequence) => void,
     private readonly maxOpen = 64,
   ) {}
+
+  /** Where the sequences it closes from now on go. */
+  emitTo(emit: (sequence: PackedSequence) => void): void {
+    this.emit = emit
+  }
+
+  /**
+   * The open sequences, as bytes: what a chunked step carries from one chunk
+   * to the next (equal bytes, equal packing from there on). Per sequence its
+   * example count, then per example its length, ids and labels (uint32/int32 LE).
+   */
+  state(): Uint8Array {
+    let words = 1
+    for (const b of this.open) words += 1 + b.examples.length + 2 * b.length
+    const out = new Int32Array(words)
+    let at = 0
+    out[at++] = this.open.length
+    for (const b of this.open) {
+      out[at++] = b.examples.length
+      for (const e of b.examples) {
+        const n = e.ids.length
+        out[at++] = n
+        for (let i = 0; i < n; i++) out[at + i] = e.ids[i]!
+        for (let i = 0; i < n; i++) out[at + n + i] = e.labels[i]!
+        at += 2 * n
+      }
+    }
+    return new Uint8Array(out.buffer)
+  }
+
+  /** Takes up the open sequences `state` holds (from `state()`), in place of its own. */
+  restore(state: Uint8Array): void {
+    const w = new Int32Array(state.buffer, state.byteOffset, state.byteLength / 4)
+    let at = 0
+    const bins = w[at++]!
+    this.open = []
+    for (let k = 0; k < bins; k++) {
+      const count = w[at++]!
+      const bin: Bin = { examples: [], length: 0 }
+      for (let j = 0; j < count; j++) {
+        const n = w[at++]!
+        const ids = Array.from(w.subarray(at, at + n))
+        const labels = Array.from(w.subarray(at + n, at + 2 * n))
+        at += 2 * n
+        bin.examples.push({ ids, labels })
+        bin.length += n
+      }
+      this.open.push(bin)
+    }
+  }
 
   add(example: Example): void {
     const len = example.ids.length

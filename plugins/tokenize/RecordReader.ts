@@ -5,6 +5,7 @@
  * the file, line and field just the same.
  */
 import * as fs from "node:fs"
+import { readRecordParts } from "../ingest/RecordParts.ts"
 import { StepError } from "../../core/Plugin.ts"
 
 export type Role = "system" | "user" | "assistant"
@@ -36,8 +37,21 @@ export interface Line {
 
 const CHUNK = 1024 * 1024
 
-/** Non-empty lines of a file, in batches of about `batchBytes` of text, holding one chunk in memory at a time. */
-export async function* readLines(file: string, batchBytes = 256 * 1024): AsyncGenerator<Line[]> {
+/**
+ * Non-empty lines of Records (a directory's parts in order, numbered as one
+ * sequence, or one file), in batches of about `batchBytes` of text, holding
+ * one chunk in memory at a time.
+ */
+export async function* readLines(records: string, batchBytes = 256 * 1024): AsyncGenerator<Line[]> {
+  const parts = fs.statSync(records).isDirectory()
+    ? readRecordParts(records).map((p) => ({ file: p.abs, base: p.firstRecord }))
+    : [{ file: records, base: 0 }]
+  for (const { file, base } of parts)
+    for await (const batch of readFileLines(file, batchBytes))
+      yield base === 0 ? batch : batch.map((l) => ({ line: l.line + base, text: l.text }))
+}
+
+async function* readFileLines(file: string, batchBytes: number): AsyncGenerator<Line[]> {
   const fd = fs.openSync(file, "r")
   try {
     let buf = Buffer.allocUnsafe(CHUNK)

@@ -5,25 +5,26 @@
  * finished sequences stream out into the Tokens arrays. Memory stays bounded
  * by a few batches, the packer's open sequences and one count per length.
  */
+
+import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { Effect } from "effect"
 import {
   bytesOf,
-  type Chunk,
   type ChunkCache,
   type ChunkReuse,
   chunkKey,
-  chunkSizes,
-  chunksOf,
   describeReuse,
   openParts,
   packParts,
   ReuseCounter,
   readPartI32,
   readPartU32,
+  withChunkCache,
 } from "../../core/Chunks.ts"
 import { type Failure, fromPromise, type OutputMeta, type StepContext, StepError } from "../../core/Plugin.ts"
+import { digestsOf, type RecordChunk, recordBytes, recordChunks } from "../ingest/RecordParts.ts"
 import { buildExample, type Example } from "./Example.ts"
 import type { TokenizeParams, tokenizeInputs, tokenizeOutputs } from "./index.ts"
 import { type Bucket, type Distribution, LengthStats, lengthEdges } from "./LengthStats.ts"
@@ -32,7 +33,7 @@ import { Packer } from "./Packer.ts"
 import { type Line, parseRecord } from "./RecordReader.ts"
 import { makeRenderer, type Part, TemplateError, tokenizerTemplateOptions } from "./Template.ts"
 import { loadTokenizer, type TextTokenizer } from "./Tokenizer.ts"
-import { type TokensMeta, TokensWriter } from "./TokensFile.ts"
+import { TOKENS_PART, type TokensMeta, type TokensPartEntry, TokensWriter } from "./TokensFile.ts"
 
 type Context = StepContext<TokenizeParams, typeof tokenizeInputs, typeof tokenizeOutputs>
 
@@ -49,6 +50,8 @@ export interface TokenizeOptions {
   readonly progress?: (done: number, total?: number, detail?: string) => void
   /** The store's chunk cache: chunks whose records were encoded before are not encoded again. */
   readonly chunks?: ChunkCache
+  /** Digests of the Records parts by name (the input artifact's files), so they are not hashed again. */
+  readonly recordDigests?: ReadonlyMap<string, string>
   readonly onReuse?: (reuse: ChunkReuse) => void
 }
 
@@ -141,11 +144,117 @@ const readEncoded = (file: string): StoredChunk => {
   return { items: readPartU32(p, "items"), ids: readPartU32(p, "ids"), labels: readPartI32(p, "labels") }
 }
 
+/** The files of one Tokens part (TokensFile.ts). */
+const arraysOf = (packed: boolean): string[] =>
+  packed
+    ? ["tokens.u32", "labels.i32", "offsets.u32", "segments.u32"]
+    : ["tokens.u32", "labels.i32", "offsets.u32"]
+
+/** No open sequences: what the first chunk starts from. */
+const EMPTY_STATE = "none"
+const EMPTY_PACKER = new Uint8Array(4)
+
+/** One chunk's share of the report, its lines relative to the chunk (1-based). */
+class Tally {
+  readonly lengths = new LengthStats()
+  readonly excess = new LengthStats()
+  readonly overLines: number[] = []
+  readonly noReplyLines: number[] = []
+  readonly samples: Array<{ line: number; ids: number[]; labels: number[] }> = []
+  records = 0
+  examples = 0
+  truncated = 0
+  tokensCut = 0
+  dropped = 0
+  droppedNoTarget = 0
+  noReply = 0
+
+  stored(): Omit<StoredTally, "count" | "tokens" | "trainTokens" | "carry"> {
+    return {
+      lengths: this.lengths.entries(),
+      excess: this.excess.entries(),
+      overLines: this.overLines,
+      noReplyLines: this.noReplyLines,
+      samples: this.samples,
+      records: this.records,
+      examples: this.examples,
+      truncated: this.truncated,
+      tokensCut: this.tokensCut,
+      dropped: this.dropped,
+      droppedNoTarget: this.droppedNoTarget,
+      noReply: this.noReply,
+    }
+  }
+}
+
+/** A chunk's part as its entry keeps it (summary.json), beside its arrays and the packer's carry.bin. */
+interface StoredTally {
+  readonly lengths: ReadonlyArray<[number, number]>
+  readonly excess: ReadonlyArray<[number, number]>
+  readonly overLines: ReadonlyArray<number>
+  readonly noReplyLines: ReadonlyArray<number>
+  readonly samples: ReadonlyArray<{ line: number; ids: number[]; labels: number[] }>
+  readonly records: number
+  readonly examples: number
+  readonly truncated: number
+  readonly tokensCut: number
+  readonly dropped: number
+  readonly droppedNoTarget: number
+  readonly noReply: number
+  /** Sequences and tokens of the part. */
+  readonly count: number
+  readonly tokens: number
+  readonly trainTokens: number
+  /** Digest of the packer's open sequences after the chunk (EMPTY_STATE unpacked). */
+  readonly carry: string
+}
+
+/** The chunks' tallies merged in order: the report of the whole input. */
+class Totals {
+  readonly lengths = new LengthStats()
+  readonly excess = new LengthStats()
+  readonly overLines: number[] = []
+  readonly noReplyLines: number[] = []
+  readonly samples: Array<{ line: number; ids: number[]; labels: number[] }> = []
+  records = 0
+  examples = 0
+  truncated = 0
+  tokensCut = 0
+  dropped = 0
+  droppedNoTarget = 0
+  noReply = 0
+  sequences = 0
+  tokens = 0
+  trainTokens = 0
+
+  constructor(private readonly keepSamples: number) {}
+
+  add(t: StoredTally, firstLine: number): void {
+    this.lengths.merge(t.lengths)
+    this.excess.merge(t.excess)
+    for (const l of t.overLines) if (this.overLines.length < LINES_KEPT) this.overLines.push(firstLine + l)
+    for (const l of t.noReplyLines)
+      if (this.noReplyLines.length < LINES_KEPT) this.noReplyLines.push(firstLine + l)
+    for (const x of t.samples)
+      if (this.samples.length < this.keepSamples) this.samples.push({ ...x, line: firstLine + x.line })
+    this.records += t.records
+    this.examples += t.examples
+    this.truncated += t.truncated
+    this.tokensCut += t.tokensCut
+    this.dropped += t.dropped
+    this.droppedNoTarget += t.droppedNoTarget
+    this.noReply += t.noReply
+    this.sequences += t.count
+    this.tokens += t.tokens
+    this.trainTokens += t.trainTokens
+  }
+}
+
 const BATCH_BYTES = 256 * 1024
 
 /** The non-empty lines of a chunk (CR before LF dropped), with their 1-based line numbers in the file, in batches. */
-function* linesOf(chunk: Chunk): Generator<Line[]> {
-  const buf = chunk.bytes
+function* linesOf(chunk: RecordChunk): Generator<Line[]> {
+  const buf = chunk.bytes()
   let batch: Line[] = []
   let size = 0
   let start = 0
@@ -170,10 +279,10 @@ function* linesOf(chunk: Chunk): Generator<Line[]> {
   if (batch.length > 0) yield batch
 }
 
+const LINES_KEPT = 20
 const PIPELINE_DEPTH = 2
 /** Native memory behind `tokenizers` encodings is freed only by a JS collection: force one this often (NativeMemory.ts). */
 const COLLECT_EVERY_TOKENS = 2_000_000
-const LINES_KEPT = 20
 
 export const tokenizeRecords = async (
   o: TokenizeOptions,
@@ -206,22 +315,12 @@ export const tokenizeRecords = async (
     trainOnInputs: p.trainOnInputs,
   }
   for (const note of tok.notes) o.log?.(note)
-  const totalBytes = fs.statSync(o.recordsFile).size
+  const totalBytes = recordBytes(o.recordsFile)
+  fs.mkdirSync(o.tokensDir, { recursive: true })
 
-  const writer = new TokensWriter(o.tokensDir, p.pack)
-  const lengths = new LengthStats()
-  const excess = new LengthStats()
-  const overLines: number[] = []
-  const noReplyLines: number[] = []
-  let records = 0
-  let examples = 0
-  let truncated = 0
-  let tokensCut = 0
-  let dropped = 0
-  let droppedNoTarget = 0
-  let noReply = 0
-  const samples: Array<{ line: number; example: Example }> = []
-
+  /** What the examples of one chunk add to the report (kept with the chunk's part, merged in order). */
+  let tally = new Tally()
+  let writer: TokensWriter | undefined
   const packer = p.pack
     ? new Packer(p.maxLength, (seq) => {
         const ids = new Uint32Array(seq.length)
@@ -234,35 +333,39 @@ export const tokenizeRecords = async (
           segments.fill(k, at, at + e.ids.length)
           at += e.ids.length
         })
-        writer.write({ ids, labels, segments })
+        writer!.write({ ids, labels, segments })
       })
     : undefined
 
   const accept = (line: number, example: Example) => {
     let e = example
     const len = e.ids.length
-    lengths.add(len)
+    tally.lengths.add(len)
     if (len > p.maxLength) {
-      excess.add(len - p.maxLength)
-      if (overLines.length < LINES_KEPT) overLines.push(line)
+      tally.excess.add(len - p.maxLength)
+      if (tally.overLines.length < LINES_KEPT) tally.overLines.push(line)
       if (p.overflow === "fail") return
       if (p.overflow === "drop") {
-        dropped++
+        tally.dropped++
         return
       }
       e = { ids: e.ids.slice(0, p.maxLength), labels: e.labels.slice(0, p.maxLength) }
       if (!e.labels.some((l) => l !== -100)) {
-        droppedNoTarget++
+        tally.droppedNoTarget++
         return
       }
-      truncated++
-      tokensCut += len - p.maxLength
+      tally.truncated++
+      tally.tokensCut += len - p.maxLength
     }
-    examples++
-    if (samples.length < p.samples) samples.push({ line, example: e })
+    tally.examples++
+    if (tally.samples.length < p.samples)
+      tally.samples.push({ line, ids: Array.from(e.ids), labels: Array.from(e.labels) })
     if (packer) packer.add(e)
-    else writer.write(e)
+    else writer!.write(e)
   }
+
+  /** The file and line numbering of the chunk being read, for errors: a part's own lines, or the file's. */
+  let where = { file: o.recordsFile, base: 0 }
 
   const prepare = (lines: ReadonlyArray<Line>): Batch => {
     const items: Item[] = []
@@ -270,16 +373,17 @@ export const tokenizeRecords = async (
     const continued: boolean[] = []
     const noReplies: number[] = []
     for (const line of lines) {
-      const record = parseRecord(o.recordsFile, line)
+      const local = line.line - where.base
+      const record = parseRecord(where.file, where.base === 0 ? line : { line: local, text: line.text })
       let parts: Part[]
       try {
         parts = renderer.render(record)
       } catch (e) {
         if (!(e instanceof TemplateError)) throw e
         throw new StepError({
-          message: `${o.recordsFile}:${line.line}: ${e.message}`,
-          file: o.recordsFile,
-          line: line.line,
+          message: `${where.file}:${local}: ${e.message}`,
+          file: where.file,
+          line: local,
         })
       }
       if (!parts.some((x) => x.train)) {
@@ -302,7 +406,7 @@ export const tokenizeRecords = async (
   // the rest (overflow policy, packing, writing) replays over every chunk in order, so the output
   // is the same bytes whichever chunks were reused. Within a chunk to encode, batch k is parsed and
   // rendered while batch k - 1 is encoded off the main thread.
-  const encodeChunk = async (chunk: Chunk): Promise<EncodedChunk> => {
+  const encodeChunk = async (chunk: RecordChunk): Promise<EncodedChunk> => {
     const out: EncodedChunk = { items: [], ids: [], labels: [] }
     const take = (batch: Batch, ids: number[][]) => {
       for (const x of ids) sinceCollect += x.length
@@ -336,15 +440,16 @@ export const tokenizeRecords = async (
     return out
   }
 
-  const replay = (chunk: Chunk, enc: StoredChunk) => {
+  /** Packs and writes one chunk's examples (lines relative to the chunk) into `tally` and `writer`. */
+  const replay = (enc: StoredChunk) => {
     let at = 0
     for (let i = 0; i < enc.items.length; i += 2) {
-      records++
-      const line = enc.items[i]! + chunk.firstLine
+      tally.records++
+      const line = enc.items[i]!
       const n = enc.items[i + 1]!
       if (n === NO_REPLY) {
-        noReply++
-        if (noReplyLines.length < LINES_KEPT) noReplyLines.push(line)
+        tally.noReply++
+        if (tally.noReplyLines.length < LINES_KEPT) tally.noReplyLines.push(line)
         continue
       }
       // views of the kept arrays: the packer and the writer copy what they keep
@@ -356,48 +461,124 @@ export const tokenizeRecords = async (
     }
   }
 
-  const stream = async () => {
-    const cache = o.chunks
-    const recipe = cache?.recipe(["records"])
-    for await (const chunk of chunksOf(o.recordsFile, chunkSizes(), o.signal)) {
+  const totals = new Totals(p.samples)
+  const parts: TokensPartEntry[] = []
+  /** Links a stored part's arrays into the output as its next part. */
+  const linkPart = (cache: ChunkCache, dir: string, t: StoredTally) => {
+    if (t.count === 0) return
+    const name = TOKENS_PART(parts.length)
+    fs.mkdirSync(path.join(o.tokensDir, name))
+    for (const f of arraysOf(p.pack)) cache.link(dir, f, path.join(o.tokensDir, name, f))
+    parts.push({ dir: name, count: t.count, tokens: t.tokens })
+  }
+
+  // Chunk by chunk (core/Chunks.ts), two entries each. A chunk's encoded examples are kept under
+  // its digest alone. Its part of the output (the sequences that end in it, packed or not) and its
+  // share of the report are kept under its digest and the packer's open sequences carried into it,
+  // so a part is reused wherever the same records meet the same open sequences: an append packs
+  // and writes only the new chunks, and the output is the same bytes whichever chunks were reused.
+  // Within a chunk to encode, batch k is parsed and rendered while batch k - 1 is encoded off the
+  // main thread.
+  const stream = async (cache: ChunkCache) => {
+    const recipe = cache.recipe(["records"])
+    let carried = EMPTY_STATE // digest of the packer's open sequences
+    let carriedFrom: string | undefined // the stored part whose carry.bin holds them
+    let live = true // whether `packer` holds them already
+    for await (const chunk of recordChunks(o.recordsFile, o.recordDigests, o.signal)) {
       if (o.signal?.aborted) throw new StepError({ message: "tokenize was interrupted" })
-      const key = recipe === undefined ? undefined : chunkKey(recipe, chunk.digest)
-      const hit = key === undefined ? undefined : cache!.get(key)
-      let enc: StoredChunk
-      if (hit !== undefined) {
+      const partKey = chunkKey(recipe, chunk.digest, `part after ${carried}`)
+      let dir = cache.get(partKey)
+      if (dir !== undefined) {
         reuse.hit()
-        enc = readEncoded(hit)
+        live = false
       } else {
-        reuse.miss()
-        const fresh = await encodeChunk(chunk)
-        enc = {
-          items: Uint32Array.from(fresh.items),
-          ids: Uint32Array.from(fresh.ids),
-          labels: Int32Array.from(fresh.labels),
+        // packed again from the open sequences carried in; encoded again only when its records are new
+        const encKey = chunkKey(recipe, chunk.digest)
+        const hit = cache.get(encKey)
+        let enc: StoredChunk
+        if (hit !== undefined) {
+          reuse.hit()
+          enc = readEncoded(hit)
+        } else {
+          reuse.miss()
+          where =
+            chunk.fileOffset === 0 && chunk.file !== o.recordsFile
+              ? { file: chunk.file, base: chunk.firstLine }
+              : { file: o.recordsFile, base: 0 }
+          const fresh = await encodeChunk(chunk)
+          enc = {
+            items: Uint32Array.from(fresh.items),
+            ids: Uint32Array.from(fresh.ids),
+            labels: Int32Array.from(fresh.labels),
+          }
+          cache.put(encKey, packEncoded(path.join(cache.scratch(), "chunk"), enc))
         }
-        if (cache !== undefined && key !== undefined)
-          cache.put(key, packEncoded(path.join(cache.scratch(), "chunk"), enc))
+        if (packer !== undefined && !live) {
+          packer.restore(
+            carriedFrom === undefined ? EMPTY_PACKER : fs.readFileSync(path.join(carriedFrom, "carry.bin")),
+          )
+          live = true
+        }
+        const fresh = path.join(cache.scratch(), "chunk")
+        tally = new Tally()
+        writer = new TokensWriter(fresh, p.pack)
+        try {
+          replay(enc)
+        } finally {
+          writer.closeArrays()
+        }
+        const state = packer?.state()
+        if (state !== undefined) fs.writeFileSync(path.join(fresh, "carry.bin"), state)
+        const stored: StoredTally = {
+          ...tally.stored(),
+          count: writer.count,
+          tokens: writer.tokenCount,
+          trainTokens: writer.trainTokens,
+          carry: state === undefined ? EMPTY_STATE : createHash("sha256").update(state).digest("hex"),
+        }
+        writer = undefined
+        fs.writeFileSync(path.join(fresh, "summary.json"), JSON.stringify(stored))
+        dir = cache.put(partKey, fresh)
       }
-      replay(chunk, enc)
+      const t = JSON.parse(fs.readFileSync(path.join(dir, "summary.json"), "utf8")) as StoredTally
+      totals.add(t, chunk.firstLine)
+      linkPart(cache, dir, t)
+      carried = t.carry
+      carriedFrom = dir
       o.progress?.(
-        Math.min(chunk.offset + chunk.bytes.length, totalBytes),
+        Math.min(chunk.offset + chunk.size, totalBytes),
         totalBytes,
-        `${records} records, ${reuse.computed} of ${reuse.chunks} chunks encoded`,
+        `${totals.records} records, ${reuse.computed} of ${reuse.chunks} chunks encoded`,
       )
+    }
+    // The sequences still open at the end close into a last part of their own.
+    if (packer !== undefined) {
+      if (!live)
+        packer.restore(
+          carriedFrom === undefined ? EMPTY_PACKER : fs.readFileSync(path.join(carriedFrom, "carry.bin")),
+        )
+      const name = TOKENS_PART(parts.length)
+      writer = new TokensWriter(path.join(o.tokensDir, name), true)
+      try {
+        packer.finish()
+      } finally {
+        writer.closeArrays()
+      }
+      if (writer.count > 0) {
+        parts.push({ dir: name, count: writer.count, tokens: writer.tokenCount })
+        totals.sequences += writer.count
+        totals.tokens += writer.tokenCount
+        totals.trainTokens += writer.trainTokens
+      } else fs.rmSync(path.join(o.tokensDir, name), { recursive: true, force: true })
+      writer = undefined
     }
   }
 
   const start = performance.now()
-  try {
-    await stream()
-  } catch (e) {
-    writer.abort()
-    throw e
-  }
-  packer?.finish()
+  await withChunkCache(o.chunks, stream)
   for (const note of renderer.notes?.() ?? []) o.log?.(note)
 
-  const meta = writer.close({
+  const meta: TokensMeta = {
     vocabSize: tok.vocabSize,
     bosId: exampleOptions.bosId ?? null,
     eosId: tok.eosId,
@@ -406,8 +587,16 @@ export const tokenizeRecords = async (
     tokenizer: { type: tok.type, digest: o.tokenizerDigest ?? "" },
     format: p.template,
     trainOnInputs: p.trainOnInputs,
-    examples,
-  })
+    examples: totals.examples,
+    count: totals.sequences,
+    tokens: totals.tokens,
+    packed: p.pack,
+    trainTokens: totals.trainTokens,
+    labels: "unshifted",
+  }
+  fs.writeFileSync(path.join(o.tokensDir, "meta.json"), `${JSON.stringify({ ...meta, parts }, null, 2)}\n`)
+  const { lengths, excess, overLines, noReplyLines, samples } = totals
+  const { records, examples, truncated, tokensCut, dropped, droppedNoTarget, noReply } = totals
 
   const seconds = (performance.now() - start) / 1000
   o.log?.(describeReuse("tokenize", "encode", reuse.value))
@@ -455,7 +644,9 @@ export const tokenizeRecords = async (
           fill: meta.count === 0 ? 0 : Math.round((meta.tokens / (meta.count * p.maxLength)) * 1000) / 1000,
         }
       : null,
-    samples: await Promise.all(samples.map(async (s) => sampleOf(tok, s.line, s.example))),
+    samples: await Promise.all(
+      samples.map(async (s) => sampleOf(tok, s.line, { ids: s.ids, labels: s.labels })),
+    ),
   }
   fs.writeFileSync(o.reportFile, `${JSON.stringify(report, null, 2)}\n`)
 
@@ -499,6 +690,7 @@ export const run = (ctx: Context): Effect.Effect<OutputMeta<typeof tokenizeOutpu
         log: ctx.log,
         progress: ctx.progress,
         ...(ctx.chunks === undefined ? {} : { chunks: ctx.chunks }),
+        recordDigests: digestsOf(ctx.inputs.records),
         onReuse: (chunks) => ctx.annotate({ chunks }),
       }),
     ),

@@ -33,6 +33,16 @@ export interface TokensMeta {
   readonly labels: "unshifted"
 }
 
+/** The name of the `i`-th part of a Tokens directory: zero-padded, so sorting keeps the order. */
+export const TOKENS_PART = (i: number): string => `part-${String(i).padStart(6, "0")}`
+
+/** A part as meta.json lists it. */
+export interface TokensPartEntry {
+  readonly dir: string
+  readonly count: number
+  readonly tokens: number
+}
+
 const BUFFER_TOKENS = 1 << 20
 
 if (os.endianness() !== "LE")
@@ -145,6 +155,14 @@ export class TokensWriter {
     this.total += n
     this.sequences++
     this.offsets.push(this.total)
+  }
+
+  /** Flushes and closes the arrays only (a part of a Tokens directory: its meta is the directory's). */
+  closeArrays(): void {
+    this.tokens.close()
+    this.labels.close()
+    this.offsets.close()
+    this.segments?.close()
   }
 
   /** Closes the files after a failure, leaving no meta.json (the output is incomplete). */

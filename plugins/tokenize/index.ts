@@ -42,7 +42,7 @@ export const tokenizeOutputs = { tokens: Tokens, report: Report }
 
 export const tokenize = definePlugin({
   name: "tokenize",
-  version: 1,
+  version: 2,
   params: TokenizeParams,
   inputs: tokenizeInputs,
   outputs: tokenizeOutputs,

@@ -3,6 +3,7 @@ import * as path from "node:path"
 import * as zlib from "node:zlib"
 import { describe, expect, it } from "vitest"
 import { ingest } from "../../../plugins/ingest/index.ts"
+import { recordBytes } from "../../../plugins/ingest/RecordParts.ts"
 import { iterateRecords } from "../../../plugins/ingest/Records.ts"
 import { writeParquet } from "./ParquetWriter.ts"
 import { readJson, readLines, runStep, sourceArtifact, tempDir } from "./StepHarness.ts"
@@ -205,7 +206,7 @@ describe("ingest: malformed files fail with file, line and field, or are skipped
     const f = write(dir, "big.jsonl", `{"instruction": "long", "output": "${big}"}`)
     const r = await runStep(ingest, { files: sourceArtifact([f]) })
     expect(r.error).toBeUndefined()
-    expect(fs.statSync(r.outputs.records!).size).toBe(big.length + 35)
+    expect(recordBytes(r.outputs.records!)).toBe(big.length + 35)
     const capped = await runStep(ingest, { files: sourceArtifact([f]) }, { maxLineBytes: 1024 * 1024 })
     expect(capped.error).toMatchObject({ file: f, line: 1 })
     expect(capped.error?.message).toContain("maxLineBytes")

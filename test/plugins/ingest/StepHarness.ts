@@ -8,8 +8,9 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { Effect, Exit, Schema } from "effect"
 import type { Artifact } from "../../../core/Artifact.ts"
-import { hashFileSync } from "../../../core/Hash.ts"
+import { hashDirSync, hashFileSync } from "../../../core/Hash.ts"
 import type { Plugin } from "../../../core/Plugin.ts"
+import { forEachLine } from "../../../plugins/ingest/Records.ts"
 
 export const tempDir = (prefix = "tunegraph-data-"): string => fs.mkdtempSync(path.join(os.tmpdir(), prefix))
 
@@ -32,11 +33,25 @@ export const sourceArtifact = (files: ReadonlyArray<string>, root = path.dirname
   }
 }
 
-/** A single-file artifact (a step's output fed to the next step). */
+/** A step's output fed to the next step: a file, or a directory (a Records or Tokens artifact) with its files. */
 export const fileArtifact = (file: string, kind: string, meta: unknown = {}): Artifact => {
+  if (fs.statSync(file).isDirectory()) {
+    const h = hashDirSync(file)
+    const files = h.entries.map((e) => ({
+      path: e.path,
+      abs: path.join(file, e.path),
+      digest: e.digest,
+      size: e.size,
+    }))
+    return { kind, digest: h.digest, path: file, isDir: true, size: h.size, meta, files }
+  }
   const { digest, size } = hashFileSync(file)
   return { kind, digest, path: file, isDir: false, size, meta, files: [] }
 }
+
+/** The digest of an output, a file or a directory (core/Hash.ts). */
+export const digestOf = (p: string): string =>
+  fs.statSync(p).isDirectory() ? hashDirSync(p).digest : hashFileSync(p).digest
 
 export interface StepResult {
   readonly ok: boolean
@@ -87,8 +102,7 @@ export const runStep = async (
   }
   const exit = await Effect.runPromiseExit(plugin.run(ctx))
   const digests: Record<string, string> = {}
-  for (const [name, p] of Object.entries(outputs))
-    if (fs.existsSync(p)) digests[name] = hashFileSync(p).digest
+  for (const [name, p] of Object.entries(outputs)) if (fs.existsSync(p)) digests[name] = digestOf(p)
   if (Exit.isSuccess(exit))
     return { ok: true, meta: (exit.value ?? {}) as Record<string, unknown>, outputs, digests, logs, dir }
   const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
@@ -99,11 +113,14 @@ export const runStep = async (
   return { ok: false, ...(error === undefined ? {} : { error }), outputs, digests, logs, dir }
 }
 
-export const readLines = (file: string): string[] =>
-  fs
-    .readFileSync(file, "utf8")
-    .split("\n")
-    .filter((l) => l.length > 0)
+/** The non-empty lines of Records: a directory's parts in order, or a file. */
+export const readLines = (records: string): string[] => {
+  const out: string[] = []
+  forEachLine(records, (l) => {
+    if (l.length > 0) out.push(l)
+  })
+  return out
+}
 
 export const readJson = (file: string): Record<string, unknown> => JSON.parse(fs.readFileSync(file, "utf8"))
 
