@@ -32,6 +32,19 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
+def read_tokens(directory):
+    """tokens.u32 and offsets.u32 of a Tokens directory, flat or sharded into the parts meta.json
+    lists (joined in that order, offsets rebased to global positions)."""
+    with open(os.path.join(directory, "meta.json"), encoding="utf-8") as fh:
+        parts = json.load(fh).get("parts")
+    ids, offsets, base = [], [np.zeros(1, dtype=np.int64)], 0
+    for d in [directory] if parts is None else [os.path.join(directory, p["dir"]) for p in parts]:
+        ids.append(np.fromfile(os.path.join(d, "tokens.u32"), dtype="<u4").astype(np.int64))
+        offsets.append(np.fromfile(os.path.join(d, "offsets.u32"), dtype="<u4").astype(np.int64)[1:] + base)
+        base += len(ids[-1])
+    return (np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)), np.concatenate(offsets)
+
+
 def main():
     a = argparse.ArgumentParser()
     a.add_argument("--model", required=True)
@@ -89,8 +102,7 @@ def main():
     params = [t for t in model.parameters() if t.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=decay, fused=device == "cuda")
 
-    ids = np.fromfile(os.path.join(args.tokens, "tokens.u32"), dtype="<u4").astype(np.int64)
-    offsets = np.fromfile(os.path.join(args.tokens, "offsets.u32"), dtype="<u4").astype(np.int64)
+    ids, offsets = read_tokens(args.tokens)
     seqs = [ids[offsets[i] : offsets[i] + args.seq] for i in range(len(offsets) - 1)]
     seqs = [s for s in seqs if len(s) == args.seq]
     if len(seqs) < args.batch:

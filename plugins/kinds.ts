@@ -24,13 +24,21 @@ export const Records = kind(
 )
 
 /**
- * Tokens: a directory.
- *   meta.json     {count, vocabSize, bosId, eosId, padId, maxLength, packed, tokenizer, format}
- *   tokens.u32    every sequence's token ids, concatenated, uint32 little-endian
- *   labels.i32    the same length; -100 where the loss ignores the token (masked prompt, padding)
- *   offsets.u32   count + 1 start offsets into tokens/labels (sequence i is [offsets[i], offsets[i+1]))
- *   segments.u32  only when packed: per token, the index of its example inside the packed sequence,
- *                 so attention and positions restart at each example boundary
+ * Tokens: a directory, as the tokenize step writes it, sharded into parts (so
+ * an append shares the unchanged parts with the previous output):
+ *   meta.json     {count, tokens, vocabSize, bosId, eosId, padId, maxLength, packed, tokenizer, format,
+ *                 trainOnInputs, examples, trainTokens, labels, parts}: the totals, and
+ *                 parts: [{dir: "part-000000", count, tokens}, ...], the sequences in that order
+ *   part-000000/  each part (at least one whole sequence; a packed sequence never spans two):
+ *     tokens.u32    its sequences' token ids, concatenated, uint32 little-endian
+ *     labels.i32    the same length; -100 where the loss ignores the token (masked prompt, padding)
+ *     offsets.u32   count + 1 local start offsets, from 0 to the part's token count
+ *                   (sequence i is [offsets[i], offsets[i+1]))
+ *     segments.u32  only when packed: per token, the index of its example inside the packed sequence,
+ *                   so attention and positions restart at each example boundary
+ * A meta.json without "parts" is flat (written by hand or by older versions):
+ * the four arrays sit beside it, over all sequences. An empty set has count 0
+ * and, sharded, "parts": [].
  */
 export const Tokens = kind(
   "Tokens",

@@ -1,11 +1,18 @@
 /**
  * The Tokens layout (plugins/kinds.ts), written as a stream and read back as
- * typed arrays over whole files:
+ * typed arrays over whole files. A flat directory:
  *   meta.json     counts, special ids, how the sequences were made
  *   tokens.u32    ids of all sequences, concatenated, uint32 little-endian
  *   labels.i32    one per token; -100 where the loss ignores it (labels are not shifted)
  *   offsets.u32   count + 1 starts: sequence i is [offsets[i], offsets[i + 1])
  *   segments.u32  when packed: per token, the index of its example inside the sequence
+ * The tokenize step writes it sharded instead, so an append shares the
+ * unchanged parts with the previous output (hard links): meta.json holds the
+ * same totals plus "parts", [{dir, count, tokens}, ...] in order, and each
+ * part directory (TOKENS_PART) is a flat set of arrays with local offsets (0
+ * to its token count) holding at least one whole sequence. The sequences are
+ * the parts' in order. A meta.json without "parts" is flat: directories
+ * written by hand or by older versions.
  */
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -31,6 +38,8 @@ export interface TokensMeta {
   /** Tokens whose label is not -100. */
   readonly trainTokens: number
   readonly labels: "unshifted"
+  /** The parts of a sharded directory, in order; absent when it is flat. */
+  readonly parts?: ReadonlyArray<TokensPartEntry>
 }
 
 /** The name of the `i`-th part of a Tokens directory: zero-padded, so sorting keeps the order. */
@@ -211,25 +220,83 @@ const readArray = <A extends Uint32Array | Int32Array>(
   return make(aligned.buffer as ArrayBuffer, aligned.byteOffset, aligned.byteLength / 4)
 }
 
-/** Loads a Tokens directory and checks that its arrays agree with each other and with meta.json. */
+interface Arrays {
+  readonly tokens: Uint32Array
+  readonly labels: Int32Array
+  readonly offsets: Uint32Array
+  readonly segments: Uint32Array | undefined
+}
+
+const u32 = (file: string) => readArray(file, (b, o, n) => new Uint32Array(b, o, n))
+
+/** Loads the arrays of a flat directory as they are (no checks). */
+const loadArrays = (dir: string, packed: boolean): Arrays => ({
+  tokens: u32(path.join(dir, "tokens.u32")),
+  labels: readArray(path.join(dir, "labels.i32"), (b, o, n) => new Int32Array(b, o, n)),
+  offsets: u32(path.join(dir, "offsets.u32")),
+  segments: packed ? u32(path.join(dir, "segments.u32")) : undefined,
+})
+
+/** Loads each part listed in meta.json, checks it, and joins them with offsets rebased to global positions. */
+const readParts = (dir: string, meta: TokensMeta, parts: ReadonlyArray<TokensPartEntry>): Arrays => {
+  if (!Array.isArray(parts)) throw new Error(`${dir}: meta.json "parts" is not a list`)
+  const read = parts.map((p) => {
+    const at = path.join(dir, String(p.dir))
+    if (!fs.existsSync(at)) throw new Error(`${dir}: meta.json lists part ${p.dir}, which is missing`)
+    const a = loadArrays(at, meta.packed)
+    const file = (f: string) => path.join(at, f)
+    const n = a.offsets.length - 1
+    if (n !== p.count)
+      throw new Error(
+        `${file("offsets.u32")} has ${a.offsets.length} entries, meta.json says ${p.dir} holds ${p.count} sequences`,
+      )
+    if (a.tokens.length !== p.tokens)
+      throw new Error(
+        `${file("tokens.u32")} has ${a.tokens.length} tokens, meta.json says ${p.dir} holds ${p.tokens}`,
+      )
+    if (a.offsets[0] !== 0 || a.offsets[n] !== a.tokens.length)
+      throw new Error(`${file("offsets.u32")} must start at 0 and end at ${a.tokens.length}`)
+    if (a.labels.length !== a.tokens.length)
+      throw new Error(`${file("labels.i32")} has ${a.labels.length} entries for ${a.tokens.length} tokens`)
+    if (a.segments && a.segments.length !== a.tokens.length)
+      throw new Error(
+        `${file("segments.u32")} has ${a.segments.length} entries for ${a.tokens.length} tokens`,
+      )
+    return a
+  })
+  const count = read.reduce((n, a) => n + a.offsets.length - 1, 0)
+  const total = read.reduce((n, a) => n + a.tokens.length, 0)
+  if (count !== meta.count)
+    throw new Error(`${dir}: meta.json says count ${meta.count}, its parts hold ${count}`)
+  if (total !== meta.tokens)
+    throw new Error(`${dir}: meta.json says tokens ${meta.tokens}, its parts hold ${total}`)
+  if (total > 0xffffffff) throw new Error(`${dir}: more than 2^32 tokens: offsets cannot address them`)
+  const tokens = new Uint32Array(total)
+  const labels = new Int32Array(total)
+  const offsets = new Uint32Array(count + 1)
+  const segments = meta.packed ? new Uint32Array(total) : undefined
+  let base = 0
+  let seq = 0
+  for (const a of read) {
+    tokens.set(a.tokens, base)
+    labels.set(a.labels, base)
+    if (segments && a.segments) segments.set(a.segments, base)
+    const n = a.offsets.length - 1
+    for (let i = 1; i <= n; i++) offsets[seq + i] = base + (a.offsets[i] as number)
+    base += a.tokens.length
+    seq += n
+  }
+  return { tokens, labels, offsets, segments }
+}
+
+/**
+ * Loads a Tokens directory, flat or sharded, and checks that its arrays agree
+ * with each other and with meta.json.
+ */
 export const readTokens = (dir: string): TokensData => {
   const meta = JSON.parse(fs.readFileSync(path.join(dir, "meta.json"), "utf8")) as TokensMeta
-  const tokens = readArray(path.join(dir, "tokens.u32"), (b, o, n) => new Uint32Array(b, o, n))
-  const labels = readArray(path.join(dir, "labels.i32"), (b, o, n) => new Int32Array(b, o, n))
-  const offsets = readArray(path.join(dir, "offsets.u32"), (b, o, n) => new Uint32Array(b, o, n))
-  const segments = meta.packed
-    ? readArray(path.join(dir, "segments.u32"), (b, o, n) => new Uint32Array(b, o, n))
-    : undefined
-  const bad = (what: string) => new Error(`${dir}: ${what}`)
-  if (offsets.length !== meta.count + 1)
-    throw bad(`offsets.u32 has ${offsets.length} entries, meta.json count is ${meta.count}`)
-  if (tokens.length !== meta.tokens || offsets[meta.count] !== tokens.length) {
-    throw bad(`tokens.u32 has ${tokens.length} tokens, meta.json says ${meta.tokens}`)
-  }
-  if (labels.length !== tokens.length)
-    throw bad(`labels.i32 has ${labels.length} entries for ${tokens.length} tokens`)
-  if (segments && segments.length !== tokens.length)
-    throw bad(`segments.u32 has ${segments.length} entries for ${tokens.length} tokens`)
+  const { tokens, labels, offsets, segments } =
+    meta.parts === undefined ? readFlat(dir, meta) : readParts(dir, meta, meta.parts)
   return {
     meta,
     tokens,
@@ -246,4 +313,20 @@ export const readTokens = (dir: string): TokensData => {
       }
     },
   }
+}
+
+/** Loads a flat directory and checks it. */
+const readFlat = (dir: string, meta: TokensMeta): Arrays => {
+  const { tokens, labels, offsets, segments } = loadArrays(dir, meta.packed)
+  const bad = (what: string) => new Error(`${dir}: ${what}`)
+  if (offsets.length !== meta.count + 1)
+    throw bad(`offsets.u32 has ${offsets.length} entries, meta.json count is ${meta.count}`)
+  if (tokens.length !== meta.tokens || offsets[meta.count] !== tokens.length) {
+    throw bad(`tokens.u32 has ${tokens.length} tokens, meta.json says ${meta.tokens}`)
+  }
+  if (labels.length !== tokens.length)
+    throw bad(`labels.i32 has ${labels.length} entries for ${tokens.length} tokens`)
+  if (segments && segments.length !== tokens.length)
+    throw bad(`segments.u32 has ${segments.length} entries for ${tokens.length} tokens`)
+  return { tokens, labels, offsets, segments }
 }

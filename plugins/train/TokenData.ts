@@ -32,54 +32,150 @@ const u32 = (file: string): Uint32Array => {
   return new Uint32Array(copy.buffer)
 }
 
-/** Reads and checks a Tokens directory against the model's vocabulary. */
-export const readTokens = (dir: string, vocabSize: number): TokenSet => {
-  const file = (f: string) => path.join(dir, f)
-  for (const f of ["meta.json", "tokens.u32", "labels.i32", "offsets.u32"])
-    if (!fs.existsSync(file(f))) throw new TokenDataError(`${dir}: no ${f} (not a Tokens directory)`)
-  const meta = JSON.parse(fs.readFileSync(file("meta.json"), "utf-8")) as {
-    count?: number
-    padId?: number
-    packed?: boolean
-  }
-  const tokens = u32(file("tokens.u32"))
-  const labels = new Int32Array(u32(file("labels.i32")).buffer)
-  const offsets = u32(file("offsets.u32"))
-  const count = offsets.length - 1
-  if (count < 0 || (meta.count !== undefined && meta.count !== count))
+interface Arrays {
+  readonly tokens: Uint32Array
+  readonly labels: Int32Array
+  readonly offsets: Uint32Array
+  readonly segments: Uint32Array | undefined
+}
+
+/**
+ * Reads one flat set of arrays (a flat Tokens directory, or one part of a
+ * sharded one) and checks them; `at` names the directory in errors and
+ * `file` names one of its files.
+ */
+const readArrays = (
+  dir: string,
+  packed: boolean,
+  vocabSize: number,
+  at: string,
+  file: (f: string) => string,
+  count: { readonly value: number | undefined; readonly says: string },
+): Arrays => {
+  for (const f of ["tokens.u32", "labels.i32", "offsets.u32"])
+    if (!fs.existsSync(path.join(dir, f))) throw new TokenDataError(`${at}: no ${f} (not a Tokens directory)`)
+  const tokens = u32(path.join(dir, "tokens.u32"))
+  const labels = new Int32Array(u32(path.join(dir, "labels.i32")).buffer)
+  const offsets = u32(path.join(dir, "offsets.u32"))
+  const n = offsets.length - 1
+  if (n < 0 || (count.value !== undefined && count.value !== n))
     throw new TokenDataError(
-      `${dir}: offsets.u32 holds ${offsets.length} values, meta.json says count ${meta.count}`,
+      `${file("offsets.u32")} holds ${offsets.length} values, ${count.says} ${count.value}`,
     )
   if (labels.length !== tokens.length)
-    throw new TokenDataError(`${dir}: labels.i32 has ${labels.length} values, tokens.u32 ${tokens.length}`)
-  if (offsets[0] !== 0 || offsets[count] !== tokens.length)
-    throw new TokenDataError(`${dir}: offsets.u32 must start at 0 and end at ${tokens.length}`)
-  for (let i = 0; i < count; i++)
+    throw new TokenDataError(`${file("labels.i32")} has ${labels.length} values, tokens.u32 ${tokens.length}`)
+  if (offsets[0] !== 0 || offsets[n] !== tokens.length)
+    throw new TokenDataError(`${file("offsets.u32")} must start at 0 and end at ${tokens.length}`)
+  for (let i = 0; i < n; i++)
     if ((offsets[i + 1] as number) < (offsets[i] as number))
-      throw new TokenDataError(`${dir}: offsets.u32 decreases at sequence ${i}`)
+      throw new TokenDataError(`${file("offsets.u32")} decreases at sequence ${i}`)
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i] as number
     if (t >= vocabSize)
       throw new TokenDataError(
-        `${dir}: token id ${t} at position ${i} is outside the model's vocabulary of ${vocabSize}`,
+        `${at}: token id ${t} at position ${i} is outside the model's vocabulary of ${vocabSize}`,
       )
     const l = labels[i] as number
     if (l !== -100 && (l < 0 || l >= vocabSize))
       throw new TokenDataError(
-        `${dir}: label ${l} at position ${i} is outside the model's vocabulary of ${vocabSize}`,
+        `${at}: label ${l} at position ${i} is outside the model's vocabulary of ${vocabSize}`,
       )
   }
   let segments: Uint32Array | undefined
-  if (meta.packed === true || fs.existsSync(file("segments.u32"))) {
-    segments = u32(file("segments.u32"))
+  if (packed || fs.existsSync(path.join(dir, "segments.u32"))) {
+    if (!fs.existsSync(path.join(dir, "segments.u32")))
+      throw new TokenDataError(`${at}: no segments.u32 (the set is packed)`)
+    segments = u32(path.join(dir, "segments.u32"))
     if (segments.length !== tokens.length)
       throw new TokenDataError(
-        `${dir}: segments.u32 has ${segments.length} values, tokens.u32 ${tokens.length}`,
+        `${file("segments.u32")} has ${segments.length} values, tokens.u32 ${tokens.length}`,
       )
   }
+  return { tokens, labels, offsets, segments }
+}
+
+interface PartEntry {
+  readonly dir: string
+  readonly count: number
+  readonly tokens: number
+}
+
+/** Reads each part of a sharded Tokens directory and joins them: offsets rebased to global positions. */
+const readParts = (
+  dir: string,
+  parts: ReadonlyArray<PartEntry>,
+  meta: { count?: number; tokens?: number },
+  packed: boolean,
+  vocabSize: number,
+): Arrays => {
+  if (!Array.isArray(parts)) throw new TokenDataError(`${dir}: meta.json "parts" is not a list`)
+  // Packed when meta.json says so or any part holds segments: then every part must.
+  const segmented = packed || parts.some((p) => fs.existsSync(path.join(dir, String(p.dir), "segments.u32")))
+  const read = parts.map((p) => {
+    const at = path.join(dir, String(p.dir))
+    if (!fs.existsSync(at))
+      throw new TokenDataError(`${dir}: meta.json lists part ${p.dir}, which is missing`)
+    const a = readArrays(at, segmented, vocabSize, at, (f) => path.join(at, f), {
+      value: p.count,
+      says: `meta.json says the count of ${p.dir} is`,
+    })
+    if (a.tokens.length !== p.tokens)
+      throw new TokenDataError(
+        `${path.join(at, "tokens.u32")} holds ${a.tokens.length} tokens, meta.json says ${p.dir} holds ${p.tokens}`,
+      )
+    return a
+  })
+  const count = read.reduce((n, a) => n + a.offsets.length - 1, 0)
+  const total = read.reduce((n, a) => n + a.tokens.length, 0)
+  if (meta.count !== undefined && meta.count !== count)
+    throw new TokenDataError(`${dir}: meta.json says count ${meta.count}, its parts hold ${count}`)
+  if (meta.tokens !== undefined && meta.tokens !== total)
+    throw new TokenDataError(`${dir}: meta.json says tokens ${meta.tokens}, its parts hold ${total}`)
+  if (total > 0xffffffff)
+    throw new TokenDataError(`${dir}: ${total} tokens is more than 2^32: offsets cannot address them`)
+  const tokens = new Uint32Array(total)
+  const labels = new Int32Array(total)
+  const offsets = new Uint32Array(count + 1)
+  const segments = segmented ? new Uint32Array(total) : undefined
+  let base = 0
+  let seq = 0
+  for (const a of read) {
+    tokens.set(a.tokens, base)
+    labels.set(a.labels, base)
+    if (segments && a.segments) segments.set(a.segments, base)
+    const n = a.offsets.length - 1
+    for (let i = 1; i <= n; i++) offsets[seq + i] = base + (a.offsets[i] as number)
+    base += a.tokens.length
+    seq += n
+  }
+  return { tokens, labels, offsets, segments }
+}
+
+/**
+ * Reads and checks a Tokens directory against the model's vocabulary: flat,
+ * or sharded into the parts meta.json lists (joined in that order).
+ */
+export const readTokens = (dir: string, vocabSize: number): TokenSet => {
+  const file = (f: string) => path.join(dir, f)
+  if (!fs.existsSync(file("meta.json")))
+    throw new TokenDataError(`${dir}: no meta.json (not a Tokens directory)`)
+  const meta = JSON.parse(fs.readFileSync(file("meta.json"), "utf-8")) as {
+    count?: number
+    tokens?: number
+    padId?: number
+    packed?: boolean
+    parts?: ReadonlyArray<PartEntry>
+  }
+  const { tokens, labels, offsets, segments } =
+    meta.parts === undefined
+      ? readArrays(dir, meta.packed === true, vocabSize, dir, (f) => `${dir}: ${f}`, {
+          value: meta.count,
+          says: "meta.json says count",
+        })
+      : readParts(dir, meta.parts, meta, meta.packed === true, vocabSize)
   return {
     dir,
-    count,
+    count: offsets.length - 1,
     tokens,
     labels,
     offsets,

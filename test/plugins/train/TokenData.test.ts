@@ -4,7 +4,7 @@ import * as path from "node:path"
 import { describe, expect, test } from "vitest"
 import { learningRate } from "../../../plugins/train/Schedule.ts"
 import { BatchPlan, makeBatch, readTokens } from "../../../plugins/train/TokenData.ts"
-import { writeTokens } from "./TokensFixture.ts"
+import { shardedCases, writeTokens } from "./TokensFixture.ts"
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "tok-"))
 
@@ -50,6 +50,61 @@ describe("training data", () => {
     fs.writeFileSync(path.join(dir, "labels.i32"), Buffer.alloc(8))
     expect(() => readTokens(dir, 512)).toThrow(/labels.i32 has 2 values, tokens.u32 3/)
     expect(() => readTokens(tmp(), 512)).toThrow(/no meta.json/)
+  })
+
+  test("a sharded directory reads as the same set as the flat one", () => {
+    for (const c of shardedCases) {
+      const flat = readTokens(writeTokens(tmp(), c.seqs, c.options), 512)
+      const sharded = readTokens(writeTokens(tmp(), c.seqs, { ...c.options, parts: c.parts }), 512)
+      expect({ ...sharded, dir: "" }, c.name).toEqual({ ...flat, dir: "" })
+      expect(sharded.count, c.name).toBe(c.seqs.length)
+    }
+  })
+
+  test("a sharded directory's errors name the part", () => {
+    const seqs = [
+      [1, 2, 3],
+      [1, 4],
+      [1, 5, 6, 7],
+    ]
+    const sharded = () => writeTokens(tmp(), seqs, { parts: [1, 2] })
+    let dir = sharded()
+    fs.rmSync(path.join(dir, "part-000001"), { recursive: true })
+    expect(() => readTokens(dir, 512)).toThrow(`${dir}: meta.json lists part part-000001, which is missing`)
+    dir = sharded()
+    // global offsets where local ones belong
+    fs.writeFileSync(
+      path.join(dir, "part-000001/offsets.u32"),
+      new Uint8Array(new Uint32Array([3, 5, 9]).buffer),
+    )
+    expect(() => readTokens(dir, 512)).toThrow(`${dir}/part-000001/offsets.u32 must start at 0 and end at 6`)
+    dir = sharded()
+    const meta = JSON.parse(fs.readFileSync(path.join(dir, "meta.json"), "utf-8"))
+    fs.writeFileSync(path.join(dir, "meta.json"), JSON.stringify({ ...meta, count: 4 }))
+    expect(() => readTokens(dir, 512)).toThrow(`${dir}: meta.json says count 4, its parts hold 3`)
+    fs.writeFileSync(path.join(dir, "meta.json"), JSON.stringify({ ...meta, tokens: 10 }))
+    expect(() => readTokens(dir, 512)).toThrow(`${dir}: meta.json says tokens 10, its parts hold 9`)
+    const parts = [meta.parts[0], { ...meta.parts[1], count: 3 }]
+    fs.writeFileSync(path.join(dir, "meta.json"), JSON.stringify({ ...meta, parts }))
+    expect(() => readTokens(dir, 512)).toThrow(
+      `${dir}/part-000001/offsets.u32 holds 3 values, meta.json says the count of part-000001 is 3`,
+    )
+    parts[1] = { ...meta.parts[1], tokens: 7 }
+    fs.writeFileSync(path.join(dir, "meta.json"), JSON.stringify({ ...meta, parts }))
+    expect(() => readTokens(dir, 512)).toThrow(
+      `${dir}/part-000001/tokens.u32 holds 6 tokens, meta.json says part-000001 holds 7`,
+    )
+    dir = writeTokens(
+      tmp(),
+      [
+        [1, 2],
+        [1, 600],
+      ],
+      { parts: [1, 1] },
+    )
+    expect(() => readTokens(dir, 512)).toThrow(
+      `${dir}/part-000001: token id 600 at position 1 is outside the model's vocabulary of 512`,
+    )
   })
 
   test("the batch plan is a seeded permutation per epoch, the same from any starting step", () => {

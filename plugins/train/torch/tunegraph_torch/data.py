@@ -62,50 +62,120 @@ class TokenDataError(Exception):
     pass
 
 
-class TokenSet:
-    def __init__(self, directory, vocab_size):
-        def f(name):
-            return os.path.join(directory, name)
+def _read_arrays(directory, packed, vocab_size, at, file, count, says):
+    """One flat set of arrays (a flat Tokens directory, or one part of a sharded one), checked;
+    `at` names the directory in errors and `file` names one of its files."""
+    for name in ("tokens.u32", "labels.i32", "offsets.u32"):
+        if not os.path.exists(os.path.join(directory, name)):
+            raise TokenDataError(f"{at}: no {name} (not a Tokens directory)")
+    tokens = np.fromfile(os.path.join(directory, "tokens.u32"), dtype="<u4").astype(np.int64)
+    labels = np.fromfile(os.path.join(directory, "labels.i32"), dtype="<i4").astype(np.int64)
+    offsets = np.fromfile(os.path.join(directory, "offsets.u32"), dtype="<u4").astype(np.int64)
+    n = len(offsets) - 1
+    if n < 0 or (count is not None and count != n):
+        raise TokenDataError(f"{file('offsets.u32')} holds {len(offsets)} values, {says} {count}")
+    if len(labels) != len(tokens):
+        raise TokenDataError(f"{file('labels.i32')} has {len(labels)} values, tokens.u32 {len(tokens)}")
+    if offsets[0] != 0 or offsets[-1] != len(tokens):
+        raise TokenDataError(f"{file('offsets.u32')} must start at 0 and end at {len(tokens)}")
+    if np.any(np.diff(offsets) < 0):
+        raise TokenDataError(f"{file('offsets.u32')} decreases")
+    bad = np.nonzero(tokens >= vocab_size)[0]
+    if len(bad) > 0:
+        raise TokenDataError(
+            f"{at}: token id {tokens[bad[0]]} at position {bad[0]} is outside the model's vocabulary of {vocab_size}"
+        )
+    bad = np.nonzero((labels != -100) & ((labels < 0) | (labels >= vocab_size)))[0]
+    if len(bad) > 0:
+        raise TokenDataError(
+            f"{at}: label {labels[bad[0]]} at position {bad[0]} is outside the model's vocabulary of {vocab_size}"
+        )
+    segments = None
+    seg_file = os.path.join(directory, "segments.u32")
+    if packed or os.path.exists(seg_file):
+        if not os.path.exists(seg_file):
+            raise TokenDataError(f"{at}: no segments.u32 (the set is packed)")
+        segments = np.fromfile(seg_file, dtype="<u4").astype(np.int64)
+        if len(segments) != len(tokens):
+            raise TokenDataError(f"{file('segments.u32')} has {len(segments)} values, tokens.u32 {len(tokens)}")
+    return tokens, labels, offsets, segments
 
-        for name in ("meta.json", "tokens.u32", "labels.i32", "offsets.u32"):
-            if not os.path.exists(f(name)):
-                raise TokenDataError(f"{directory}: no {name} (not a Tokens directory)")
-        with open(f("meta.json"), encoding="utf-8") as fh:
+
+def _read_parts(directory, meta, vocab_size):
+    """Each part meta.json lists, checked, joined in order with offsets rebased to global positions."""
+    parts = meta["parts"]
+    if not isinstance(parts, list):
+        raise TokenDataError(f'{directory}: meta.json "parts" is not a list')
+    # Packed when meta.json says so or any part holds segments: then every part must.
+    packed = meta.get("packed") is True or any(
+        os.path.exists(os.path.join(directory, str(p.get("dir")), "segments.u32")) for p in parts
+    )
+    read = []
+    for p in parts:
+        at = os.path.join(directory, str(p.get("dir")))
+        if not os.path.isdir(at):
+            raise TokenDataError(f"{directory}: meta.json lists part {p.get('dir')}, which is missing")
+        tokens, labels, offsets, segments = _read_arrays(
+            at,
+            packed,
+            vocab_size,
+            at,
+            lambda name, at=at: os.path.join(at, name),
+            p.get("count"),
+            f"meta.json says the count of {p.get('dir')} is",
+        )
+        if len(tokens) != p.get("tokens"):
+            raise TokenDataError(
+                f"{os.path.join(at, 'tokens.u32')} holds {len(tokens)} tokens, meta.json says {p.get('dir')} holds {p.get('tokens')}"
+            )
+        read.append((tokens, labels, offsets, segments))
+    count = sum(len(r[2]) - 1 for r in read)
+    total = sum(len(r[0]) for r in read)
+    if meta.get("count") is not None and meta["count"] != count:
+        raise TokenDataError(f"{directory}: meta.json says count {meta['count']}, its parts hold {count}")
+    if meta.get("tokens") is not None and meta["tokens"] != total:
+        raise TokenDataError(f"{directory}: meta.json says tokens {meta['tokens']}, its parts hold {total}")
+    offsets = [np.zeros(1, dtype=np.int64)]
+    base = 0
+    for r in read:
+        offsets.append(r[2][1:] + base)
+        base += len(r[0])
+
+    def join(arrays):
+        return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
+
+    return (
+        join([r[0] for r in read]),
+        join([r[1] for r in read]),
+        np.concatenate(offsets),
+        join([r[3] for r in read]) if packed else None,
+    )
+
+
+class TokenSet:
+    """A Tokens directory, flat or sharded into the parts meta.json lists (joined in that order)."""
+
+    def __init__(self, directory, vocab_size):
+        meta_file = os.path.join(directory, "meta.json")
+        if not os.path.exists(meta_file):
+            raise TokenDataError(f"{directory}: no meta.json (not a Tokens directory)")
+        with open(meta_file, encoding="utf-8") as fh:
             meta = json.load(fh)
         self.dir = directory
-        self.tokens = np.fromfile(f("tokens.u32"), dtype="<u4").astype(np.int64)
-        self.labels = np.fromfile(f("labels.i32"), dtype="<i4").astype(np.int64)
-        self.offsets = np.fromfile(f("offsets.u32"), dtype="<u4").astype(np.int64)
+        if "parts" in meta:
+            arrays = _read_parts(directory, meta, vocab_size)
+        else:
+            arrays = _read_arrays(
+                directory,
+                meta.get("packed") is True,
+                vocab_size,
+                directory,
+                lambda name: f"{directory}: {name}",
+                meta.get("count"),
+                "meta.json says count",
+            )
+        self.tokens, self.labels, self.offsets, self.segments = arrays
         self.count = len(self.offsets) - 1
-        if self.count < 0 or (meta.get("count") is not None and meta["count"] != self.count):
-            raise TokenDataError(
-                f"{directory}: offsets.u32 holds {len(self.offsets)} values, meta.json says count {meta.get('count')}"
-            )
-        if len(self.labels) != len(self.tokens):
-            raise TokenDataError(
-                f"{directory}: labels.i32 has {len(self.labels)} values, tokens.u32 {len(self.tokens)}"
-            )
-        if self.offsets[0] != 0 or self.offsets[-1] != len(self.tokens):
-            raise TokenDataError(f"{directory}: offsets.u32 must start at 0 and end at {len(self.tokens)}")
-        if np.any(np.diff(self.offsets) < 0):
-            raise TokenDataError(f"{directory}: offsets.u32 decreases")
-        bad = np.nonzero(self.tokens >= vocab_size)[0]
-        if len(bad) > 0:
-            raise TokenDataError(
-                f"{directory}: token id {self.tokens[bad[0]]} at position {bad[0]} is outside the model's vocabulary of {vocab_size}"
-            )
-        bad = np.nonzero((self.labels != -100) & ((self.labels < 0) | (self.labels >= vocab_size)))[0]
-        if len(bad) > 0:
-            raise TokenDataError(
-                f"{directory}: label {self.labels[bad[0]]} at position {bad[0]} is outside the model's vocabulary of {vocab_size}"
-            )
-        self.segments = None
-        if meta.get("packed") is True or os.path.exists(f("segments.u32")):
-            self.segments = np.fromfile(f("segments.u32"), dtype="<u4").astype(np.int64)
-            if len(self.segments) != len(self.tokens):
-                raise TokenDataError(
-                    f"{directory}: segments.u32 has {len(self.segments)} values, tokens.u32 {len(self.tokens)}"
-                )
         pad = meta.get("padId")
         self.pad_id = pad if isinstance(pad, int) and pad < vocab_size else 0
 
