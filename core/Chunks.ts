@@ -22,12 +22,17 @@
  * used each entry; gc keeps the entries of kept runs and collects the rest,
  * and verify re-hashes them like every object.
  *
- * A step's output is assembled from its chunks' parts in order, so it is
+ * A step's output is assembled from its chunks' results in order, so it is
  * byte-identical to what the same step writes from scratch on the same
- * input: the chunk size changes what is reused, never the output.
+ * input. A sharded output (a Records or Tokens directory of parts, one per
+ * chunk) hard-links each reused chunk's part from the store (ChunkCache.link),
+ * so an append writes and hashes only the new parts: the engine takes a
+ * linked file's digest from the store (core/Hash.ts KnownFile).
  *
- * The target size comes from TUNEGRAPH_CHUNK_BYTES (default 2 MiB): it is a
- * knob for reuse granularity, not an ingredient of any key.
+ * The target size comes from TUNEGRAPH_CHUNK_BYTES (default 2 MiB). Parts
+ * follow the cuts, so the size shapes the outputs' bytes: ingest, where the
+ * cuts are made, has it in its key (the steps after it take their chunks
+ * from its parts).
  */
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
@@ -281,7 +286,7 @@ export interface ChunkCache {
   readonly recipe: (chunked: ReadonlyArray<string>) => string
   /** The stored result of a chunk (a read-only file of parts), or undefined. Records that this run used it. */
   readonly get: (key: string) => string | undefined
-  /** Commits a finished chunk result (a file the step wrote, see packParts) and returns its stored path. */
+  /** Commits a finished chunk result (a file the step wrote, see packParts, or a directory) and returns its stored path. */
   readonly put: (key: string, file: string) => string
   /** A fresh directory to write one chunk's parts into. */
   readonly scratch: () => string

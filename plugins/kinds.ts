@@ -6,7 +6,8 @@ import { Schema } from "effect"
 import { kind } from "../core/Artifact.ts"
 
 /**
- * Records: one file, UTF-8 JSON Lines, one canonical record per line
+ * Records: a directory of UTF-8 JSON Lines parts listed in parts.json
+ * (plugins/ingest/RecordParts.ts), one canonical record per line
  * (core/Canonical.ts key order, no spaces), so the same records read from a
  * CSV or a JSONL have the same digest. Each line is one of the three
  * canonical shapes (plugins/ingest/Records.ts):

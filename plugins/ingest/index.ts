@@ -1,6 +1,6 @@
 /**
- * ingest: source files (JSONL, JSON, CSV, Parquet, text; gzip or not) to one
- * canonical Records file and a Report. The implementation (Run.ts) loads on
+ * ingest: source files (JSONL, JSON, CSV, Parquet, text; gzip or not) to
+ * canonical Records (a directory of parts) and a Report. The implementation (Run.ts) loads on
  * first use, so defining a pipeline costs nothing.
  */
 import { Effect, Schema } from "effect"

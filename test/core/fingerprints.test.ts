@@ -105,7 +105,10 @@ describe("code fingerprints", () => {
       ingredients: string
     }
     const ingredients = JSON.parse(row.ingredients)
-    expect(ingredients.environment).toEqual({ "npm:hyparquet": version })
+    expect(ingredients.environment).toEqual({
+      "npm:hyparquet": version,
+      "chunk bytes": String(2 * 1024 * 1024),
+    })
     ingredients.environment["npm:hyparquet"] = "1.0.0"
     db.prepare("UPDATE executions SET ingredients = ? WHERE id = ?").run(JSON.stringify(ingredients), row.id)
     db.prepare("DELETE FROM step_cache WHERE step_key = ?").run(row.step_key)

@@ -22,6 +22,7 @@ import {
   reuseOf,
   writeRecords,
 } from "../fixtures/incremental/project.ts"
+import { readLines } from "../plugins/ingest/StepHarness.ts"
 import { cli, type RunJson, repoRoot, runJson, spawnCli, statuses } from "../support/cli.ts"
 import { haveShared } from "../support/data.ts"
 
@@ -41,6 +42,19 @@ const run = (dir: string, env: Record<string, string> = SMALL) => {
 /** The same final input in a fresh store (nothing to reuse), with the same chunk size. */
 const fromScratch = (lines: ReadonlyArray<string>, env: Record<string, string> = SMALL) =>
   outputsOf(run(incrementalProject(lines, "inc-ref"), env))
+
+/** The inodes of an output's part files (Records parts, or every array of every Tokens part). */
+const partInodes = (dir: string, digest: string): number[] => {
+  const hex = digest.replace(/^sha256:/, "")
+  const root = path.join(dir, ".tunegraph/objects", hex.slice(0, 2), hex.slice(2))
+  const out: number[] = []
+  for (const e of fs.readdirSync(root, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1)))
+    if (e.name.startsWith("part-"))
+      if (e.isDirectory()) out.push(fs.statSync(path.join(root, e.name, "tokens.u32")).ino)
+      else out.push(fs.statSync(path.join(root, e.name)).ino)
+  expect(out.length, `${root} has parts`).toBeGreaterThan(1)
+  return out
+}
 
 const atMost = (r: Reuse | undefined, n: number) => {
   expect(r).toBeDefined()
@@ -86,6 +100,21 @@ describe.skipIf(!have)("incremental data steps", () => {
     expect(ingestPlan.chunks).toEqual(a.ingest)
     expect(appended.steps.find((x) => x.node === "tokenize")).toMatchObject({ chunks: a.tokenize })
     expect(outputsOf(appended)).toEqual(fromScratch(lines))
+    // the new outputs share the unchanged parts with the old ones (hard links), written once
+    for (const [node, output] of [
+      ["ingest", "records"],
+      ["dedupe", "records"],
+      ["split", "train"],
+      ["tokenize", "tokens"],
+    ] as const) {
+      const before = partInodes(dir, outputsOf(first)[node]![output]!)
+      const after = partInodes(dir, outputsOf(appended)[node]![output]!)
+      const shared = after.filter((ino) => before.includes(ino)).length
+      expect(shared, `${node}: parts shared with the previous output`).toBeGreaterThanOrEqual(
+        after.length - 3,
+      )
+      expect(shared).toBeLessThan(after.length)
+    }
 
     // insert in the middle: the map-like steps redo the chunks near it; dedupe from there on
     lines = [...lines.slice(0, 300), ...all.slice(700, 703), ...lines.slice(300)]
@@ -234,6 +263,24 @@ describe.skipIf(!have)("incremental data steps", () => {
     expect(reuse.ingest!.reused).toBeGreaterThanOrEqual(committed)
     expect(outputsOf(again)).toEqual(fromScratch(lines, env))
     expect(cli(dir, ["verify"]).code).toBe(0)
+  }, 300_000)
+
+  it("the chunk size shapes the parts, not the records: it is in ingest's key", () => {
+    const lines = all.slice(0, 300)
+    const dir = incrementalProject(lines, "inc-size")
+    const small = run(dir)
+    const other = run(dir, { TUNEGRAPH_CHUNK_BYTES: "65536" })
+    expect(statuses(other).ingest).toBe("ran")
+    const records = (json: RunJson) => {
+      const hex = outputsOf(json).ingest!.records!.replace(/^sha256:/, "")
+      return readLines(path.join(dir, ".tunegraph/objects", hex.slice(0, 2), hex.slice(2)))
+    }
+    expect(outputsOf(other).ingest).not.toEqual(outputsOf(small).ingest)
+    expect(records(other)).toEqual(records(small))
+    expect(records(small)).toHaveLength(lines.length)
+    // back at the first size: every step is cached
+    const again = run(dir)
+    for (const n of DATA) expect(statuses(again)[n]).toBe("cached")
   }, 300_000)
 
   it("gc collects the chunk entries only collected runs used and keeps the rest", () => {
