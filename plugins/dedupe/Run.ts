@@ -471,23 +471,41 @@ const readU32 = (file: string): Uint32Array => {
   return a
 }
 
-/** The input's files by number, opened when a kept line is read from them (a few at a time). */
+/** Input files kept open at once for reading kept lines (a Records directory has one per part). */
+const OPEN_FILES = 4096
+
+/** The input's files by number, opened when a kept line is read from them (up to OPEN_FILES at a time). */
 class InputFiles {
   private readonly paths: string[] = []
   private readonly open = new Map<number, number>()
+  private limit = OPEN_FILES
   add(file: string): number {
     if (this.paths[this.paths.length - 1] !== file) this.paths.push(file)
     return this.paths.length - 1
   }
+  private closeOldest(): void {
+    const [first, oldest] = this.open.entries().next().value as [number, number]
+    fs.closeSync(oldest)
+    this.open.delete(first)
+  }
+  private openFile(file: number): number {
+    for (;;) {
+      try {
+        return fs.openSync(this.paths[file]!, "r")
+      } catch (e) {
+        // the process's limit on open files is lower: keep fewer open from now on
+        const code = (e as { code?: string }).code
+        if ((code !== "EMFILE" && code !== "ENFILE") || this.open.size < 2) throw e
+        this.limit = Math.max(1, Math.floor(this.open.size / 2))
+        while (this.open.size >= this.limit) this.closeOldest()
+      }
+    }
+  }
   read(file: number, buf: Buffer, length: number, position: number): void {
     let fd = this.open.get(file)
     if (fd === undefined) {
-      if (this.open.size >= 64) {
-        const [first, oldest] = this.open.entries().next().value as [number, number]
-        fs.closeSync(oldest)
-        this.open.delete(first)
-      }
-      fd = fs.openSync(this.paths[file]!, "r")
+      while (this.open.size >= this.limit) this.closeOldest()
+      fd = this.openFile(file)
     } else this.open.delete(file)
     this.open.set(file, fd)
     let off = 0
