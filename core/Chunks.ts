@@ -282,8 +282,12 @@ export const chainState = (previous: string, chunkDigest: string): string =>
  * chunk index, without the store. Plugins know files, never SQLite.
  */
 export interface ChunkCache {
-  /** The step's recipe: its key without the digests of the `chunked` inputs (the rest still count). */
-  readonly recipe: (chunked: ReadonlyArray<string>) => string
+  /**
+   * The step's recipe: its key without the digests of the `chunked` inputs
+   * (the rest still count), and without the parameters a piece of its work
+   * does not read (`unused`), so changing one of those keeps that work.
+   */
+  readonly recipe: (chunked: ReadonlyArray<string>, unused?: ReadonlyArray<string>) => string
   /** The stored result of a chunk (a read-only file of parts), or undefined. Records that this run used it. */
   readonly get: (key: string) => string | undefined
   /** Commits a finished chunk result (a file the step wrote, see packParts, or a directory) and returns its stored path. */

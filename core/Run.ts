@@ -624,7 +624,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
         let n = 0
         const chunkRoot = path.join(scratch, ".chunks")
         return {
-          recipe: (chunked) => chunkRecipe(ingredients, chunked),
+          recipe: (chunked, unused) => chunkRecipe(ingredients, chunked, unused),
           get: (k) => store.chunkLookup(k, runId, node.name),
           put: (k, file) => {
             const stored = store.chunkCommit(k, file, node.plugin.name, runId, node.name)

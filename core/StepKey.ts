@@ -51,11 +51,16 @@ export const stepKey = (ingredients: KeyIngredients): string =>
  * own digest. Everything else that would change the step's result (plugin,
  * code, params, environment, other inputs) still counts.
  */
-export const chunkRecipe = (ingredients: KeyIngredients, chunked: ReadonlyArray<string>): string =>
+export const chunkRecipe = (
+  ingredients: KeyIngredients,
+  chunked: ReadonlyArray<string>,
+  unused: ReadonlyArray<string> = [],
+): string =>
   createHash("sha256")
     .update(
       `tunegraph-chunk-recipe/1\n${stepKey({
         ...ingredients,
+        params: Object.fromEntries(Object.entries(ingredients.params).filter(([k]) => !unused.includes(k))),
         inputs: Object.fromEntries(Object.entries(ingredients.inputs).filter(([k]) => !chunked.includes(k))),
       })}`,
     )

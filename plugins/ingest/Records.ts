@@ -6,9 +6,9 @@
  * Reading is streaming: a Records file may be larger than memory.
  */
 import * as fs from "node:fs"
-import { recordFiles } from "./RecordParts.ts"
 import { Schema } from "effect"
 import { canonicalJson } from "../../core/Canonical.ts"
+import { recordFiles } from "./RecordParts.ts"
 
 export const Role = Schema.Literals(["system", "user", "assistant"])
 export type Role = typeof Role.Type

@@ -5,8 +5,8 @@
  * the file, line and field just the same.
  */
 import * as fs from "node:fs"
-import { readRecordParts } from "../ingest/RecordParts.ts"
 import { StepError } from "../../core/Plugin.ts"
+import { readRecordParts } from "../ingest/RecordParts.ts"
 
 export type Role = "system" | "user" | "assistant"
 export interface Message {

@@ -150,6 +150,9 @@ const arraysOf = (packed: boolean): string[] =>
     ? ["tokens.u32", "labels.i32", "offsets.u32", "segments.u32"]
     : ["tokens.u32", "labels.i32", "offsets.u32"]
 
+/** The parameters that act only on encoded examples: changing one encodes nothing again. */
+const AFTER_ENCODING = ["maxLength", "overflow", "pack", "samples"]
+
 /** No open sequences: what the first chunk starts from. */
 const EMPTY_STATE = "none"
 const EMPTY_PACKER = new Uint8Array(4)
@@ -481,6 +484,8 @@ export const tokenizeRecords = async (
   // main thread.
   const stream = async (cache: ChunkCache) => {
     const recipe = cache.recipe(["records"])
+    // a chunk's encoded examples do not depend on what happens to them next (length limits, packing)
+    const encodeRecipe = cache.recipe(["records"], AFTER_ENCODING)
     let carried = EMPTY_STATE // digest of the packer's open sequences
     let carriedFrom: string | undefined // the stored part whose carry.bin holds them
     let live = true // whether `packer` holds them already
@@ -493,7 +498,7 @@ export const tokenizeRecords = async (
         live = false
       } else {
         // packed again from the open sequences carried in; encoded again only when its records are new
-        const encKey = chunkKey(recipe, chunk.digest)
+        const encKey = chunkKey(encodeRecipe, chunk.digest)
         const hit = cache.get(encKey)
         let enc: StoredChunk
         if (hit !== undefined) {

@@ -283,6 +283,29 @@ describe.skipIf(!have)("incremental data steps", () => {
     for (const n of DATA) expect(statuses(again)[n]).toBe("cached")
   }, 300_000)
 
+  it("a new maxLength or packing packs again and encodes nothing again", () => {
+    const lines = all.slice(0, 300)
+    const dir = incrementalProject(lines, "inc-len")
+    run(dir)
+    const file = path.join(dir, "pipeline.ts")
+    const source = fs.readFileSync(file, "utf8")
+    const changed = source.replace(
+      'maxLength: 256, overflow: "truncate", pack: true',
+      'maxLength: 200, overflow: "truncate", pack: false',
+    )
+    expect(changed).not.toBe(source)
+    fs.writeFileSync(file, changed)
+    const second = run(dir)
+    expect(statuses(second).tokenize).toBe("ran")
+    const r = reuseOf(dir, second.run).tokenize!
+    expect(r.computed).toBe(0)
+    expect(r.reused).toBe(r.chunks)
+    // the same bytes as a store that never saw the first parameters
+    const fresh = incrementalProject(lines, "inc-len-ref")
+    fs.writeFileSync(path.join(fresh, "pipeline.ts"), changed)
+    expect(outputsOf(second).tokenize).toEqual(outputsOf(run(fresh)).tokenize)
+  }, 300_000)
+
   it("gc collects the chunk entries only collected runs used and keeps the rest", () => {
     const lines = all.slice(0, 400)
     const dir = incrementalProject(lines, "inc-gc")
