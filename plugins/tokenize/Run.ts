@@ -24,7 +24,8 @@ import {
   readPartU32,
 } from "../../core/Chunks.ts"
 import { type Failure, fromPromise, type OutputMeta, type StepContext, StepError } from "../../core/Plugin.ts"
-import { buildExample, type Example } from "./Example.ts"
+import { type ChunkArrays, ChunkBuilder, NO_REPLY, type PartIds } from "./Encode.ts"
+import type { Example } from "./Example.ts"
 import type { TokenizeParams, tokenizeInputs, tokenizeOutputs } from "./index.ts"
 import { type Bucket, type Distribution, LengthStats, lengthEdges } from "./LengthStats.ts"
 import { collectGarbage } from "./NativeMemory.ts"
@@ -117,17 +118,12 @@ interface Batch {
 }
 
 /** Per record of a chunk: its line (relative to the chunk) and its example's length, or NO_REPLY. */
-interface EncodedChunk {
-  readonly items: number[]
-  readonly ids: number[]
-  readonly labels: number[]
-}
+type EncodedChunk = ChunkArrays
 interface StoredChunk {
   readonly items: Uint32Array
   readonly ids: Uint32Array
   readonly labels: Int32Array
 }
-const NO_REPLY = 0xffffffff
 
 const packEncoded = (file: string, c: StoredChunk): string =>
   packParts(file, [
@@ -303,24 +299,18 @@ export const tokenizeRecords = async (
   // is the same bytes whichever chunks were reused. Within a chunk to encode, batch k is parsed and
   // rendered while batch k - 1 is encoded off the main thread.
   const encodeChunk = async (chunk: Chunk): Promise<EncodedChunk> => {
-    const out: EncodedChunk = { items: [], ids: [], labels: [] }
-    const take = (batch: Batch, ids: number[][]) => {
-      for (const x of ids) sinceCollect += x.length
-      for (const noReplyLine of batch.noReply) out.items.push(noReplyLine - chunk.firstLine, NO_REPLY)
+    const out = new ChunkBuilder(exampleOptions)
+    const take = (batch: Batch, ids: PartIds) => {
+      sinceCollect += ids.tokens
+      for (const noReplyLine of batch.noReply) out.noReply(noReplyLine - chunk.firstLine)
       batch.noReply.length = 0
-      for (const item of batch.items) {
-        const partIds = ids.slice(item.first, item.first + item.parts.length)
-        const e = buildExample(item.parts, partIds, exampleOptions)
-        out.items.push(item.line - chunk.firstLine, e.ids.length)
-        for (const id of e.ids) out.ids.push(id)
-        for (const l of e.labels) out.labels.push(l)
-      }
+      for (const item of batch.items) out.example(item.line - chunk.firstLine, item.parts, ids, item.first)
     }
-    const inflight: Array<{ batch: Batch; ids: Promise<number[][]> }> = []
+    const inflight: Array<{ batch: Batch; ids: Promise<PartIds> }> = []
     for (const lines of linesOf(chunk)) {
       if (o.signal?.aborted) throw new StepError({ message: "tokenize was interrupted" })
       const batch = prepare(lines)
-      const ids = tok.encodeBatch(batch.texts, batch.continued)
+      const ids = tok.encodeParts(batch.texts, batch.continued)
       ids.catch(() => undefined) // awaited below; keeps an early failure from being reported as unhandled
       inflight.push({ batch, ids })
       if (inflight.length >= PIPELINE_DEPTH) {
@@ -333,7 +323,7 @@ export const tokenizeRecords = async (
       }
     }
     for (const next of inflight.splice(0)) take(next.batch, await next.ids)
-    return out
+    return out.arrays()
   }
 
   const replay = (chunk: Chunk, enc: StoredChunk) => {

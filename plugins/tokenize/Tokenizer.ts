@@ -19,6 +19,7 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { StepError } from "../../core/Plugin.ts"
+import { type PartIds, partIdsOf, splitPartIds } from "./Encode.ts"
 import { Llama2cTokenizer } from "./Tok512.ts"
 
 export interface TextTokenizer {
@@ -52,6 +53,8 @@ export interface TextTokenizer {
   readonly specialTokens: Readonly<Record<string, string>>
   /** Ids of each text, without special tokens. `continued[i]` marks a text that follows another in the same sequence. */
   encodeBatch(texts: ReadonlyArray<string>, continued?: ReadonlyArray<boolean>): Promise<number[][]>
+  /** The same ids as encodeBatch, as ranges of the tokenizer's own arrays (no copy per text). */
+  encodeParts(texts: ReadonlyArray<string>, continued?: ReadonlyArray<boolean>): Promise<PartIds>
   encode(text: string): Promise<number[]>
   decode(ids: ReadonlyArray<number>, options?: { readonly skipSpecial?: boolean }): Promise<string>
 }
@@ -398,43 +401,57 @@ class HfTokenizer implements TextTokenizer {
    * string, so the ids are exactly those of the joined text (what apply_chat_template(tokenize=True) gives);
    * each token goes to the text that holds its last character.
    */
-  async encodeBatch(texts: ReadonlyArray<string>, continued?: ReadonlyArray<boolean>): Promise<number[][]> {
-    const groups: Array<{ first: number; count: number }> = []
-    texts.forEach((_, i) => {
-      if (i > 0 && continued?.[i] === true) groups[groups.length - 1]!.count++
-      else groups.push({ first: i, count: 1 })
-    })
-    const joined = groups.map((g) => texts.slice(g.first, g.first + g.count).join(""))
+  async encodeParts(texts: ReadonlyArray<string>, continued?: ReadonlyArray<boolean>): Promise<PartIds> {
+    const n = texts.length
+    const joined: string[] = []
+    /** Index of the first text of each sequence. */
+    const firsts: number[] = []
+    for (let i = 0; i < n; i++) {
+      if (i > 0 && continued?.[i] === true) joined[joined.length - 1] += texts[i]!
+      else {
+        joined.push(texts[i]!)
+        firsts.push(i)
+      }
+    }
     const encodings = await this.native.encodeBatch(joined, { addSpecialTokens: false })
-    const out: number[][] = []
-    groups.forEach((g, k) => {
+    const sequences: number[][] = []
+    const sequenceOf = new Uint32Array(n)
+    const starts = new Uint32Array(n)
+    const ends = new Uint32Array(n)
+    let tokens = 0
+    for (let k = 0; k < firsts.length; k++) {
       const e = encodings[k]!
       const ids = e.getIds()
-      if (g.count === 1) {
-        out.push(ids)
-        return
+      sequences.push(ids)
+      tokens += ids.length
+      const first = firsts[k]!
+      const count = (k + 1 < firsts.length ? firsts[k + 1]! : n) - first
+      sequenceOf.fill(k, first, first + count)
+      if (count === 1) {
+        ends[first] = ids.length
+        continue
       }
-      // Offsets count code points, not UTF-16 units.
-      const ends: number[] = []
+      // Offsets count code points, not UTF-16 units. Only the ends of the texts before the last are needed.
+      const textEnds: number[] = []
       let at = 0
-      for (let i = 0; i < g.count; i++) {
-        at += codePoints(texts[g.first + i]!)
-        ends.push(at)
+      for (let i = 0; i < count - 1; i++) {
+        at += codePoints(texts[first + i]!)
+        textEnds.push(at)
       }
       // Where each text's tokens end: after the token that holds its last character, unless that token runs on
       // into the next text (then it is the next text's). Asking only at the boundaries spares getOffsets().
       const cuts: number[] = []
       let previous = 0
-      for (let i = 0; i < g.count - 1; i++) {
+      for (let i = 0; i < count - 1; i++) {
         let cut = previous
-        if (ends[i]! > 0) {
-          let t = e.charToToken(ends[i]! - 1)
+        if (textEnds[i]! > 0) {
+          let t = e.charToToken(textEnds[i]! - 1)
           if (t === undefined || t === null || t < 0) {
             cut = -1
           } else {
             // The last token ending inside this text (a character can span tokens: byte-level BPE splits 😀).
-            while (t + 1 < ids.length && (e.tokenToChars(t + 1)?.[1] ?? Infinity) <= ends[i]!) t++
-            cut = (e.tokenToChars(t)?.[1] ?? 0) > ends[i]! ? t : t + 1
+            while (t + 1 < ids.length && (e.tokenToChars(t + 1)?.[1] ?? Infinity) <= textEnds[i]!) t++
+            cut = (e.tokenToChars(t)?.[1] ?? 0) > textEnds[i]! ? t : t + 1
           }
         }
         if (cut < previous) {
@@ -444,25 +461,33 @@ class HfTokenizer implements TextTokenizer {
         cuts.push(cut)
         previous = cut
       }
-      let parts: number[][]
-      if (cuts.length === g.count - 1) {
-        parts = [...cuts, ids.length].map((end, i) => ids.slice(i === 0 ? 0 : cuts[i - 1]!, end))
-      } else {
-        // A character no token holds (a normalizer dropped it): by every token's offsets.
-        parts = ends.map(() => [])
+      if (cuts.length !== count - 1) {
+        // A character no token holds (a normalizer dropped it): by every token's offsets. Tokens go to the
+        // texts in order, so each text's tokens are still one range.
+        cuts.length = 0
         const offsets = e.getOffsets()
         let part = 0
-        ids.forEach((id, t) => {
+        for (let t = 0; t < ids.length; t++) {
           const start = offsets[t]![0]!
           const end = offsets[t]![1]!
           const last = end > start ? end - 1 : start
-          while (part < g.count - 1 && last >= ends[part]!) part++
-          parts[part]!.push(id)
-        })
+          while (part < count - 1 && last >= textEnds[part]!) {
+            cuts.push(t)
+            part++
+          }
+        }
+        while (cuts.length < count - 1) cuts.push(ids.length)
       }
-      out.push(...parts)
-    })
-    return out
+      for (let i = 0; i < count; i++) {
+        starts[first + i] = i === 0 ? 0 : cuts[i - 1]!
+        ends[first + i] = i === count - 1 ? ids.length : cuts[i]!
+      }
+    }
+    return { sequences, sequenceOf, starts, ends, tokens }
+  }
+
+  async encodeBatch(texts: ReadonlyArray<string>, continued?: ReadonlyArray<boolean>): Promise<number[][]> {
+    return splitPartIds(await this.encodeParts(texts, continued))
   }
 
   async encode(text: string): Promise<number[]> {
@@ -512,6 +537,10 @@ class Llama2cTextTokenizer implements TextTokenizer {
   // Only a sequence's first text gets SentencePiece's dummy-prefix space, as if the parts were one string.
   async encodeBatch(texts: ReadonlyArray<string>, continued?: ReadonlyArray<boolean>): Promise<number[][]> {
     return texts.map((t, i) => this.tok.encode(t, { dummyPrefix: !(continued?.[i] ?? false) }))
+  }
+
+  async encodeParts(texts: ReadonlyArray<string>, continued?: ReadonlyArray<boolean>): Promise<PartIds> {
+    return partIdsOf(await this.encodeBatch(texts, continued))
   }
 
   async encode(text: string): Promise<number[]> {
