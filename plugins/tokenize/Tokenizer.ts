@@ -120,6 +120,61 @@ export const parseJsonFile = (file: string, text: string): unknown => {
   }
 }
 
+/**
+ * The text of each value of a JSON object's top-level keys (the last one of a repeated key, as JSON.parse keeps),
+ * for a text known to be valid JSON: a tokenizer.json's model and vocabulary are skipped, not parsed.
+ */
+export const topLevelValues = (text: string): Map<string, string> => {
+  const out = new Map<string, string>()
+  const n = text.length
+  /** Past the string whose opening quote is at i. */
+  const skipString = (i: number): number => {
+    let j = i + 1
+    for (;;) {
+      const q = text.indexOf('"', j)
+      if (q < 0) return n
+      let k = q - 1
+      while (text.charCodeAt(k) === 92) k--
+      if ((q - 1 - k) % 2 === 0) return q + 1
+      j = q + 1
+    }
+  }
+  const isSpace = (c: number) => c === 32 || c === 10 || c === 13 || c === 9
+  let i = 0
+  while (i < n && isSpace(text.charCodeAt(i))) i++
+  if (text.charCodeAt(i) !== 123) return out
+  i++
+  for (;;) {
+    while (i < n && (isSpace(text.charCodeAt(i)) || text.charCodeAt(i) === 44)) i++
+    if (i >= n || text.charCodeAt(i) !== 34) return out
+    const keyEnd = skipString(i)
+    const key = JSON.parse(text.slice(i, keyEnd)) as string
+    i = keyEnd
+    while (i < n && (isSpace(text.charCodeAt(i)) || text.charCodeAt(i) === 58)) i++
+    const start = i
+    let depth = 0
+    while (i < n) {
+      const c = text.charCodeAt(i)
+      if (c === 34) {
+        i = skipString(i)
+        if (depth === 0) break
+        continue
+      }
+      if (c === 123 || c === 91) depth++
+      else if (c === 125 || c === 93) {
+        if (depth === 0) break
+        depth--
+        if (depth === 0) {
+          i++
+          break
+        }
+      } else if (depth === 0 && (c === 44 || isSpace(c))) break
+      i++
+    }
+    out.set(key, text.slice(start, i))
+  }
+}
+
 const isRecord = (v: unknown): v is Record<string, unknown> =>
   typeof v === "object" && v !== null && !Array.isArray(v)
 
@@ -274,28 +329,41 @@ class HfTokenizer implements TextTokenizer {
     } catch (e) {
       throw tokenizerError(file, `cannot read tokenizer ${file}: ${(e as Error).message}`)
     }
-    const json = parseJsonFile(file, text)
-    if (!isRecord(json) || !isRecord(json.model)) {
-      throw tokenizerError(file, `${file} is not a Hugging Face tokenizer.json: it has no "model" object`, {
-        field: "model",
-      })
-    }
     const { Tokenizer } = await import("tokenizers")
     let native: HfNative
     try {
       native = Tokenizer.fromString(text)
     } catch (e) {
+      // What is wrong, as precisely as the text allows.
+      const json = parseJsonFile(file, text)
+      if (!isRecord(json) || !isRecord(json.model)) {
+        throw tokenizerError(file, `${file} is not a Hugging Face tokenizer.json: it has no "model" object`, {
+          field: "model",
+        })
+      }
       throw tokenizerError(file, `${file} is not a valid tokenizer.json: ${(e as Error).message}`)
+    }
+    // The file is valid JSON with a model (tokenizers read it): only its small top-level settings are parsed here.
+    const top = topLevelValues(text)
+    const setting = (key: string): unknown => {
+      const v = top.get(key)
+      return v === undefined ? undefined : JSON.parse(v)
+    }
+    if (!top.has("model") || !top.get("model")!.startsWith("{")) {
+      throw tokenizerError(file, `${file} is not a Hugging Face tokenizer.json: it has no "model" object`, {
+        field: "model",
+      })
     }
     // tokenizer.json may carry truncation (GPT-2's cuts at 50 tokens) or padding; maxLength and overflow decide here.
     const notes: string[] = []
-    const truncation = json.truncation
+    const truncation = setting("truncation")
     if (isRecord(truncation)) {
       notes.push(
         `${path.basename(file)} truncates at ${String(truncation.max_length)} tokens; that setting is ignored (maxLength and overflow apply)`,
       )
     }
-    if (isRecord(json.padding)) notes.push(`${path.basename(file)} pads sequences; that setting is ignored`)
+    if (isRecord(setting("padding")))
+      notes.push(`${path.basename(file)} pads sequences; that setting is ignored`)
     native.disableTruncation()
     native.disablePadding()
     let config: Record<string, unknown> = {}
