@@ -166,7 +166,7 @@ function* linesOf(chunk: Chunk): Generator<Line[]> {
   if (batch.length > 0) yield batch
 }
 
-const PIPELINE_DEPTH = 2
+const PIPELINE_DEPTH = 3
 /** Native memory behind `tokenizers` encodings is freed only by a JS collection: force one this often (NativeMemory.ts). */
 const COLLECT_EVERY_TOKENS = 2_000_000
 const LINES_KEPT = 20
