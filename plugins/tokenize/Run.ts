@@ -168,7 +168,7 @@ function* linesOf(chunk: Chunk): Generator<Line[]> {
 
 const PIPELINE_DEPTH = 3
 /** Native memory behind `tokenizers` encodings is freed only by a JS collection: force one this often (NativeMemory.ts). */
-const COLLECT_EVERY_TOKENS = 2_000_000
+const COLLECT_EVERY_TOKENS = 8_000_000
 const LINES_KEPT = 20
 
 export const tokenizeRecords = async (
