@@ -23,7 +23,8 @@
  *     typed arrays + 3 in flight: raw3 4.54 (2.57), none 3.85 (85%; 84% per CPU s), alpaca 3.46 (76%; 77%)
  *     + forced collection every 8M tokens, two rounds: none 68% and 98% (100% and 98% per CPU s),
  *     alpaca 75% and 101% (93% and 89% per CPU s); RSS 347-361 MB against raw's 384-390
- * alpaca encodes about 11% more text than the records hold (its preamble and headers), so its ceiling is below
+ * alpaca encodes about 10% more tokens than the records hold (its preamble and headers: 5.00M against 4.54M
+ * for none), so its ceiling is below
  * raw's on the same records.
  */
 import { spawnSync } from "node:child_process"
