@@ -13,6 +13,19 @@
  * English with numbers, code and placeholders, but not repeated verbatim.
  * Figures: MB/s over the UTF-8 bytes of the records' text fields (the same
  * bytes both sides encode), records/s, and peak RSS.
+ *
+ * Measured (2 cores, Node 20, 20 MB corpus, 3 runs, medians):
+ *   TOKENIZE_BENCH_MB=20 TOKENIZE_BENCH_RUNS=3 TOKENIZE_BENCH_ONLY=raw2,raw3,none,alpaca npx tsx bench/tokenize.ts
+ *   before typed-array chunks (quiet machine, load 0.4-2.1):
+ *     raw3 4.96 MB/s (2.71 MB/cpu-s), none 3.81 (77%; 81% per CPU s), alpaca 3.52 (71%; 74%), RSS 377 MB
+ *   after (other jobs shared the cores, load 0.3-2.9: raw3 swung 2.9-4.6 MB/s from run to run, so the MB/cpu-s
+ *   ratio is the steadier one):
+ *     typed arrays + 3 in flight: raw3 4.54 (2.57), none 3.85 (85%; 84% per CPU s), alpaca 3.46 (76%; 77%)
+ *     + forced collection every 8M tokens, two rounds: none 68% and 98% (100% and 98% per CPU s),
+ *     alpaca 75% and 101% (93% and 89% per CPU s); RSS 347-361 MB against raw's 384-390
+ * alpaca encodes about 10% more tokens than the records hold (its preamble and headers: 5.00M against 4.54M
+ * for none), so its ceiling is below
+ * raw's on the same records.
  */
 import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"

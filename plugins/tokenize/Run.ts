@@ -25,7 +25,8 @@ import {
 } from "../../core/Chunks.ts"
 import { type Failure, fromPromise, type OutputMeta, type StepContext, StepError } from "../../core/Plugin.ts"
 import { digestsOf, type RecordChunk, recordBytes, recordChunks } from "../ingest/RecordParts.ts"
-import { buildExample, type Example } from "./Example.ts"
+import { type ChunkArrays, ChunkBuilder, NO_REPLY, type PartIds } from "./Encode.ts"
+import type { Example } from "./Example.ts"
 import type { TokenizeParams, tokenizeInputs, tokenizeOutputs } from "./index.ts"
 import { type Bucket, type Distribution, LengthStats, lengthEdges } from "./LengthStats.ts"
 import { collectGarbage } from "./NativeMemory.ts"
@@ -120,17 +121,12 @@ interface Batch {
 }
 
 /** Per record of a chunk: its line (relative to the chunk) and its example's length, or NO_REPLY. */
-interface EncodedChunk {
-  readonly items: number[]
-  readonly ids: number[]
-  readonly labels: number[]
-}
+type EncodedChunk = ChunkArrays
 interface StoredChunk {
   readonly items: Uint32Array
   readonly ids: Uint32Array
   readonly labels: Int32Array
 }
-const NO_REPLY = 0xffffffff
 
 const packEncoded = (file: string, c: StoredChunk): string =>
   packParts(file, [
@@ -282,10 +278,10 @@ function* linesOf(chunk: RecordChunk): Generator<Line[]> {
   if (batch.length > 0) yield batch
 }
 
-const LINES_KEPT = 20
-const PIPELINE_DEPTH = 2
+const PIPELINE_DEPTH = 3
 /** Native memory behind `tokenizers` encodings is freed only by a JS collection: force one this often (NativeMemory.ts). */
-const COLLECT_EVERY_TOKENS = 2_000_000
+const COLLECT_EVERY_TOKENS = 8_000_000
+const LINES_KEPT = 20
 
 export const tokenizeRecords = async (
   o: TokenizeOptions,
@@ -410,24 +406,18 @@ export const tokenizeRecords = async (
   // is the same bytes whichever chunks were reused. Within a chunk to encode, batch k is parsed and
   // rendered while batch k - 1 is encoded off the main thread.
   const encodeChunk = async (chunk: RecordChunk): Promise<EncodedChunk> => {
-    const out: EncodedChunk = { items: [], ids: [], labels: [] }
-    const take = (batch: Batch, ids: number[][]) => {
-      for (const x of ids) sinceCollect += x.length
-      for (const noReplyLine of batch.noReply) out.items.push(noReplyLine - chunk.firstLine, NO_REPLY)
+    const out = new ChunkBuilder(exampleOptions)
+    const take = (batch: Batch, ids: PartIds) => {
+      sinceCollect += ids.tokens
+      for (const noReplyLine of batch.noReply) out.noReply(noReplyLine - chunk.firstLine)
       batch.noReply.length = 0
-      for (const item of batch.items) {
-        const partIds = ids.slice(item.first, item.first + item.parts.length)
-        const e = buildExample(item.parts, partIds, exampleOptions)
-        out.items.push(item.line - chunk.firstLine, e.ids.length)
-        for (const id of e.ids) out.ids.push(id)
-        for (const l of e.labels) out.labels.push(l)
-      }
+      for (const item of batch.items) out.example(item.line - chunk.firstLine, item.parts, ids, item.first)
     }
-    const inflight: Array<{ batch: Batch; ids: Promise<number[][]> }> = []
+    const inflight: Array<{ batch: Batch; ids: Promise<PartIds> }> = []
     for (const lines of linesOf(chunk)) {
       if (o.signal?.aborted) throw new StepError({ message: "tokenize was interrupted" })
       const batch = prepare(lines)
-      const ids = tok.encodeBatch(batch.texts, batch.continued)
+      const ids = tok.encodeParts(batch.texts, batch.continued)
       ids.catch(() => undefined) // awaited below; keeps an early failure from being reported as unhandled
       inflight.push({ batch, ids })
       if (inflight.length >= PIPELINE_DEPTH) {
@@ -440,7 +430,7 @@ export const tokenizeRecords = async (
       }
     }
     for (const next of inflight.splice(0)) take(next.batch, await next.ids)
-    return out
+    return out.arrays()
   }
 
   /** Packs and writes one chunk's examples (lines relative to the chunk) into `tally` and `writer`. */
@@ -510,12 +500,7 @@ export const tokenizeRecords = async (
             chunk.fileOffset === 0 && chunk.file !== o.recordsFile
               ? { file: chunk.file, base: chunk.firstLine }
               : { file: o.recordsFile, base: 0 }
-          const fresh = await encodeChunk(chunk)
-          enc = {
-            items: Uint32Array.from(fresh.items),
-            ids: Uint32Array.from(fresh.ids),
-            labels: Int32Array.from(fresh.labels),
-          }
+          enc = await encodeChunk(chunk)
           cache.put(encKey, packEncoded(path.join(cache.scratch(), "chunk"), enc))
         }
         if (packer !== undefined && !live) {

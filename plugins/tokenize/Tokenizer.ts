@@ -19,6 +19,7 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { StepError } from "../../core/Plugin.ts"
+import { type PartIds, partIdsOf, splitPartIds } from "./Encode.ts"
 import { Llama2cTokenizer } from "./Tok512.ts"
 
 export interface TextTokenizer {
@@ -52,6 +53,8 @@ export interface TextTokenizer {
   readonly specialTokens: Readonly<Record<string, string>>
   /** Ids of each text, without special tokens. `continued[i]` marks a text that follows another in the same sequence. */
   encodeBatch(texts: ReadonlyArray<string>, continued?: ReadonlyArray<boolean>): Promise<number[][]>
+  /** The same ids as encodeBatch, as ranges of the tokenizer's own arrays (no copy per text). */
+  encodeParts(texts: ReadonlyArray<string>, continued?: ReadonlyArray<boolean>): Promise<PartIds>
   encode(text: string): Promise<number[]>
   decode(ids: ReadonlyArray<number>, options?: { readonly skipSpecial?: boolean }): Promise<string>
 }
@@ -114,6 +117,61 @@ export const parseJsonFile = (file: string, text: string): unknown => {
       throw tokenizerError(file, `${file}:${line}:${column}: invalid JSON (${msg})`, { line })
     }
     throw tokenizerError(file, `${file}: invalid JSON (${msg})`)
+  }
+}
+
+/**
+ * The text of each value of a JSON object's top-level keys (the last one of a repeated key, as JSON.parse keeps),
+ * for a text known to be valid JSON: a tokenizer.json's model and vocabulary are skipped, not parsed.
+ */
+export const topLevelValues = (text: string): Map<string, string> => {
+  const out = new Map<string, string>()
+  const n = text.length
+  /** Past the string whose opening quote is at i. */
+  const skipString = (i: number): number => {
+    let j = i + 1
+    for (;;) {
+      const q = text.indexOf('"', j)
+      if (q < 0) return n
+      let k = q - 1
+      while (text.charCodeAt(k) === 92) k--
+      if ((q - 1 - k) % 2 === 0) return q + 1
+      j = q + 1
+    }
+  }
+  const isSpace = (c: number) => c === 32 || c === 10 || c === 13 || c === 9
+  let i = 0
+  while (i < n && isSpace(text.charCodeAt(i))) i++
+  if (text.charCodeAt(i) !== 123) return out
+  i++
+  for (;;) {
+    while (i < n && (isSpace(text.charCodeAt(i)) || text.charCodeAt(i) === 44)) i++
+    if (i >= n || text.charCodeAt(i) !== 34) return out
+    const keyEnd = skipString(i)
+    const key = JSON.parse(text.slice(i, keyEnd)) as string
+    i = keyEnd
+    while (i < n && (isSpace(text.charCodeAt(i)) || text.charCodeAt(i) === 58)) i++
+    const start = i
+    let depth = 0
+    while (i < n) {
+      const c = text.charCodeAt(i)
+      if (c === 34) {
+        i = skipString(i)
+        if (depth === 0) break
+        continue
+      }
+      if (c === 123 || c === 91) depth++
+      else if (c === 125 || c === 93) {
+        if (depth === 0) break
+        depth--
+        if (depth === 0) {
+          i++
+          break
+        }
+      } else if (depth === 0 && (c === 44 || isSpace(c))) break
+      i++
+    }
+    out.set(key, text.slice(start, i))
   }
 }
 
@@ -271,28 +329,41 @@ class HfTokenizer implements TextTokenizer {
     } catch (e) {
       throw tokenizerError(file, `cannot read tokenizer ${file}: ${(e as Error).message}`)
     }
-    const json = parseJsonFile(file, text)
-    if (!isRecord(json) || !isRecord(json.model)) {
-      throw tokenizerError(file, `${file} is not a Hugging Face tokenizer.json: it has no "model" object`, {
-        field: "model",
-      })
-    }
     const { Tokenizer } = await import("tokenizers")
     let native: HfNative
     try {
       native = Tokenizer.fromString(text)
     } catch (e) {
+      // What is wrong, as precisely as the text allows.
+      const json = parseJsonFile(file, text)
+      if (!isRecord(json) || !isRecord(json.model)) {
+        throw tokenizerError(file, `${file} is not a Hugging Face tokenizer.json: it has no "model" object`, {
+          field: "model",
+        })
+      }
       throw tokenizerError(file, `${file} is not a valid tokenizer.json: ${(e as Error).message}`)
+    }
+    // The file is valid JSON with a model (tokenizers read it): only its small top-level settings are parsed here.
+    const top = topLevelValues(text)
+    const setting = (key: string): unknown => {
+      const v = top.get(key)
+      return v === undefined ? undefined : JSON.parse(v)
+    }
+    if (!top.has("model") || !top.get("model")!.startsWith("{")) {
+      throw tokenizerError(file, `${file} is not a Hugging Face tokenizer.json: it has no "model" object`, {
+        field: "model",
+      })
     }
     // tokenizer.json may carry truncation (GPT-2's cuts at 50 tokens) or padding; maxLength and overflow decide here.
     const notes: string[] = []
-    const truncation = json.truncation
+    const truncation = setting("truncation")
     if (isRecord(truncation)) {
       notes.push(
         `${path.basename(file)} truncates at ${String(truncation.max_length)} tokens; that setting is ignored (maxLength and overflow apply)`,
       )
     }
-    if (isRecord(json.padding)) notes.push(`${path.basename(file)} pads sequences; that setting is ignored`)
+    if (isRecord(setting("padding")))
+      notes.push(`${path.basename(file)} pads sequences; that setting is ignored`)
     native.disableTruncation()
     native.disablePadding()
     let config: Record<string, unknown> = {}
@@ -398,43 +469,57 @@ class HfTokenizer implements TextTokenizer {
    * string, so the ids are exactly those of the joined text (what apply_chat_template(tokenize=True) gives);
    * each token goes to the text that holds its last character.
    */
-  async encodeBatch(texts: ReadonlyArray<string>, continued?: ReadonlyArray<boolean>): Promise<number[][]> {
-    const groups: Array<{ first: number; count: number }> = []
-    texts.forEach((_, i) => {
-      if (i > 0 && continued?.[i] === true) groups[groups.length - 1]!.count++
-      else groups.push({ first: i, count: 1 })
-    })
-    const joined = groups.map((g) => texts.slice(g.first, g.first + g.count).join(""))
+  async encodeParts(texts: ReadonlyArray<string>, continued?: ReadonlyArray<boolean>): Promise<PartIds> {
+    const n = texts.length
+    const joined: string[] = []
+    /** Index of the first text of each sequence. */
+    const firsts: number[] = []
+    for (let i = 0; i < n; i++) {
+      if (i > 0 && continued?.[i] === true) joined[joined.length - 1] += texts[i]!
+      else {
+        joined.push(texts[i]!)
+        firsts.push(i)
+      }
+    }
     const encodings = await this.native.encodeBatch(joined, { addSpecialTokens: false })
-    const out: number[][] = []
-    groups.forEach((g, k) => {
+    const sequences: number[][] = []
+    const sequenceOf = new Uint32Array(n)
+    const starts = new Uint32Array(n)
+    const ends = new Uint32Array(n)
+    let tokens = 0
+    for (let k = 0; k < firsts.length; k++) {
       const e = encodings[k]!
       const ids = e.getIds()
-      if (g.count === 1) {
-        out.push(ids)
-        return
+      sequences.push(ids)
+      tokens += ids.length
+      const first = firsts[k]!
+      const count = (k + 1 < firsts.length ? firsts[k + 1]! : n) - first
+      sequenceOf.fill(k, first, first + count)
+      if (count === 1) {
+        ends[first] = ids.length
+        continue
       }
-      // Offsets count code points, not UTF-16 units.
-      const ends: number[] = []
+      // Offsets count code points, not UTF-16 units. Only the ends of the texts before the last are needed.
+      const textEnds: number[] = []
       let at = 0
-      for (let i = 0; i < g.count; i++) {
-        at += codePoints(texts[g.first + i]!)
-        ends.push(at)
+      for (let i = 0; i < count - 1; i++) {
+        at += codePoints(texts[first + i]!)
+        textEnds.push(at)
       }
       // Where each text's tokens end: after the token that holds its last character, unless that token runs on
       // into the next text (then it is the next text's). Asking only at the boundaries spares getOffsets().
       const cuts: number[] = []
       let previous = 0
-      for (let i = 0; i < g.count - 1; i++) {
+      for (let i = 0; i < count - 1; i++) {
         let cut = previous
-        if (ends[i]! > 0) {
-          let t = e.charToToken(ends[i]! - 1)
+        if (textEnds[i]! > 0) {
+          let t = e.charToToken(textEnds[i]! - 1)
           if (t === undefined || t === null || t < 0) {
             cut = -1
           } else {
             // The last token ending inside this text (a character can span tokens: byte-level BPE splits 😀).
-            while (t + 1 < ids.length && (e.tokenToChars(t + 1)?.[1] ?? Infinity) <= ends[i]!) t++
-            cut = (e.tokenToChars(t)?.[1] ?? 0) > ends[i]! ? t : t + 1
+            while (t + 1 < ids.length && (e.tokenToChars(t + 1)?.[1] ?? Infinity) <= textEnds[i]!) t++
+            cut = (e.tokenToChars(t)?.[1] ?? 0) > textEnds[i]! ? t : t + 1
           }
         }
         if (cut < previous) {
@@ -444,25 +529,33 @@ class HfTokenizer implements TextTokenizer {
         cuts.push(cut)
         previous = cut
       }
-      let parts: number[][]
-      if (cuts.length === g.count - 1) {
-        parts = [...cuts, ids.length].map((end, i) => ids.slice(i === 0 ? 0 : cuts[i - 1]!, end))
-      } else {
-        // A character no token holds (a normalizer dropped it): by every token's offsets.
-        parts = ends.map(() => [])
+      if (cuts.length !== count - 1) {
+        // A character no token holds (a normalizer dropped it): by every token's offsets. Tokens go to the
+        // texts in order, so each text's tokens are still one range.
+        cuts.length = 0
         const offsets = e.getOffsets()
         let part = 0
-        ids.forEach((id, t) => {
+        for (let t = 0; t < ids.length; t++) {
           const start = offsets[t]![0]!
           const end = offsets[t]![1]!
           const last = end > start ? end - 1 : start
-          while (part < g.count - 1 && last >= ends[part]!) part++
-          parts[part]!.push(id)
-        })
+          while (part < count - 1 && last >= textEnds[part]!) {
+            cuts.push(t)
+            part++
+          }
+        }
+        while (cuts.length < count - 1) cuts.push(ids.length)
       }
-      out.push(...parts)
-    })
-    return out
+      for (let i = 0; i < count; i++) {
+        starts[first + i] = i === 0 ? 0 : cuts[i - 1]!
+        ends[first + i] = i === count - 1 ? ids.length : cuts[i]!
+      }
+    }
+    return { sequences, sequenceOf, starts, ends, tokens }
+  }
+
+  async encodeBatch(texts: ReadonlyArray<string>, continued?: ReadonlyArray<boolean>): Promise<number[][]> {
+    return splitPartIds(await this.encodeParts(texts, continued))
   }
 
   async encode(text: string): Promise<number[]> {
@@ -512,6 +605,10 @@ class Llama2cTextTokenizer implements TextTokenizer {
   // Only a sequence's first text gets SentencePiece's dummy-prefix space, as if the parts were one string.
   async encodeBatch(texts: ReadonlyArray<string>, continued?: ReadonlyArray<boolean>): Promise<number[][]> {
     return texts.map((t, i) => this.tok.encode(t, { dummyPrefix: !(continued?.[i] ?? false) }))
+  }
+
+  async encodeParts(texts: ReadonlyArray<string>, continued?: ReadonlyArray<boolean>): Promise<PartIds> {
+    return partIdsOf(await this.encodeBatch(texts, continued))
   }
 
   async encode(text: string): Promise<number[]> {

@@ -2,7 +2,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { Tokenizer as HfNative } from "tokenizers"
 import { describe, expect, it } from "vitest"
-import { loadTokenizer } from "../../../plugins/tokenize/Tokenizer.ts"
+import { loadTokenizer, topLevelValues } from "../../../plugins/tokenize/Tokenizer.ts"
 import { gpt2Dir, hasData, realStrings, tmpDir, tok512File } from "./fixtures.ts"
 
 // The shared data directory holds the real tokenizers; without it there is nothing real to compare with.
@@ -128,5 +128,25 @@ describe.skipIf(!hasData)("llama2.c tok512.bin through the common interface", ()
     expect(c).toEqual(await tok.encode("a time"))
     expect(c!.length).toBeGreaterThan(0)
     expect(await tok.decode(c!)).toBe("a time")
+  })
+})
+
+describe("topLevelValues", () => {
+  const parsed = (text: string) =>
+    Object.fromEntries([...topLevelValues(text)].map(([k, v]) => [k, JSON.parse(v)]))
+
+  it("gives the text of each top-level value, as JSON.parse reads it", () => {
+    for (const text of [
+      '{"a":1,"b":"x\\"}y","c":{"d":[1,{"e":"]"}]},"t":null,"u":true , "v" : -1.5e3,"w":[],"a":2}',
+      ' { "k" : "\\\\" , "m": {"s":"\\\\\\"}", "n": [[]]}, "\\u0041": false } ',
+      "{}",
+      '{\n  "x": {\n    "y": 1\n  }\n}\n',
+    ])
+      expect(parsed(text), text).toEqual(JSON.parse(text))
+  })
+
+  it.skipIf(!hasData)("reads a real tokenizer.json's settings", () => {
+    const text = fs.readFileSync(path.join(gpt2Dir, "tokenizer.json"), "utf8")
+    expect(parsed(text)).toEqual(JSON.parse(text))
   })
 })
