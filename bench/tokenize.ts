@@ -23,9 +23,11 @@
  *     typed arrays + 3 in flight: raw3 4.54 (2.57), none 3.85 (85%; 84% per CPU s), alpaca 3.46 (76%; 77%)
  *     + forced collection every 8M tokens, two rounds: none 68% and 98% (100% and 98% per CPU s),
  *     alpaca 75% and 101% (93% and 89% per CPU s); RSS 347-361 MB against raw's 384-390
+ *   on a quiet machine (load 1.2-1.7), the step writing parts (plugins/tokenize/Run.ts), raw3,none,alpaca:
+ *     raw3 4.86 MB/s (2.73 MB/cpu-s); none 4.53 (93%; 97% per CPU s); alpaca 4.25 (87%; 88%); RSS 338-344 MB
+ *     against raw's 387
  * alpaca encodes about 10% more tokens than the records hold (its preamble and headers: 5.00M against 4.54M
- * for none), so its ceiling is below
- * raw's on the same records.
+ * for none), so its ceiling is below raw's on the same records: per token it runs at about 96% of raw.
  */
 import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
