@@ -20,23 +20,25 @@
  * lives in /tmp/tg-bench-incremental. Goals: an append of 0.1% costs at most
  * 2% of the full run; a middle edit costs no more than its share of chunks.
  *
- * Measured 2026-12-02 at 1 GB on a quiet two-core machine (`node
- * dist/bench-incremental.mjs 1000 1`, 733,312 records, default 2 MiB chunks):
- * full run 299 s (tokenize 220 s, dedupe 51 s); append of 0.1% 38.4 s
- * (12.9%: each step computed 1-2 chunks, the rest is per-byte work on the
- * unchanged part); middle edit 49.6 s (16.6%: dedupe 240 of 473 chunks in
- * 26 s); peak RSS 546 MB; digests equal a from-scratch run.
- *
- * Measured 2026-12-02 on the shared two-core machine (load 5-7), 150 MB,
- * TUNEGRAPH_CHUNK_BYTES=300000 (about 500 chunks a step): full run 121 s;
- * append of 0.1% median 8.4 s (6.9%), middle edit median 14.4 s (11.9%:
- * dedupe decides again for the ~50% of chunks after the edit in 6-7 s of its
- * 9.4 s, the other steps redo one chunk); peak RSS 281 MB; digests equal a
- * from-scratch run after both. What is left of an append is linear in the
- * data: each step reads and digests its whole input to find its chunks,
- * writes its whole output, which the engine hashes and fsyncs again, and
- * tokenize replays packing over every kept chunk's tokens (its output is
- * about 3x the text).
+ * Measured with the outputs as parts (plugins/ingest/RecordParts.ts; a
+ * reused chunk's part is hard-linked, not copied), two-core machine:
+ * - 200 MB, TUNEGRAPH_CHUNK_BYTES=400000 (520 chunks a step), `node
+ *   dist/bench-incremental.mjs 200 1`, another job sharing the cores: full
+ *   run 136.5 s (a from-scratch run on the final input took 79.7 s); append of
+ *   0.1% 2.53 s = 1.85% (ingest 0.46 s, dedupe 0.75 s, split 0.27 s,
+ *   tokenize 0.58 s, one chunk each); middle edit 8.9 s once dedupe kept its
+ *   input's parts open (dedupe 6.5 s deciding 255 of 520 chunks, the others
+ *   one chunk); peak RSS 289 MB; digests equal a from-scratch run.
+ * - 1 GB, default 2 MiB chunks (482 a step), `node dist/bench-incremental.mjs
+ *   1000 1`: full run 360.3 s (tokenize 250.6 s, dedupe 65.1 s, ingest
+ *   27.2 s, split 12.1 s); append of 0.1% 16.4 s = 4.55% (ingest 2.58 s,
+ *   dedupe 4.73 s, split 0.72 s, tokenize 1.07 s; the rest is the source's
+ *   hash and the run around the steps); peak RSS 495 MB.
+ * What is left of an append at 1 GB is linear in the data, not in the
+ * chunks: the source is hashed (the stat cache misses) and cut again to
+ * find its chunks, and dedupe rebuilds its exact and MinHash index from
+ * every chunk's kept signatures (164 MB at 1 GB) before it checks the new
+ * records.
  */
 import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"

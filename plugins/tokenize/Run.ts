@@ -153,8 +153,8 @@ const AFTER_ENCODING = ["maxLength", "overflow", "pack", "samples"]
 const EMPTY_STATE = "none"
 const EMPTY_PACKER = new Uint8Array(4)
 
-/** One chunk's share of the report, its lines relative to the chunk (1-based). */
-class Tally {
+/** What examples add to the report: one chunk's (Tally), or all of them merged (Totals). */
+class Counts {
   readonly lengths = new LengthStats()
   readonly excess = new LengthStats()
   readonly overLines: number[] = []
@@ -167,7 +167,10 @@ class Tally {
   dropped = 0
   droppedNoTarget = 0
   noReply = 0
+}
 
+/** One chunk's share of the report, its lines relative to the chunk (1-based). */
+class Tally extends Counts {
   stored(): Omit<StoredTally, "count" | "tokens" | "trainTokens" | "carry"> {
     return {
       lengths: this.lengths.entries(),
@@ -209,24 +212,14 @@ interface StoredTally {
 }
 
 /** The chunks' tallies merged in order: the report of the whole input. */
-class Totals {
-  readonly lengths = new LengthStats()
-  readonly excess = new LengthStats()
-  readonly overLines: number[] = []
-  readonly noReplyLines: number[] = []
-  readonly samples: Array<{ line: number; ids: number[]; labels: number[] }> = []
-  records = 0
-  examples = 0
-  truncated = 0
-  tokensCut = 0
-  dropped = 0
-  droppedNoTarget = 0
-  noReply = 0
+class Totals extends Counts {
   sequences = 0
   tokens = 0
   trainTokens = 0
 
-  constructor(private readonly keepSamples: number) {}
+  constructor(private readonly keepSamples: number) {
+    super()
+  }
 
   add(t: StoredTally, firstLine: number): void {
     this.lengths.merge(t.lengths)

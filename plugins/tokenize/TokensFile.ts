@@ -220,12 +220,15 @@ const readArray = <A extends Uint32Array | Int32Array>(
   return make(aligned.buffer as ArrayBuffer, aligned.byteOffset, aligned.byteLength / 4)
 }
 
-interface Arrays {
+/** The arrays of a flat Tokens directory, or of one part of a sharded one. */
+export interface TokenArrays {
   readonly tokens: Uint32Array
   readonly labels: Int32Array
   readonly offsets: Uint32Array
   readonly segments: Uint32Array | undefined
 }
+
+type Arrays = TokenArrays
 
 const u32 = (file: string) => readArray(file, (b, o, n) => new Uint32Array(b, o, n))
 
@@ -271,10 +274,20 @@ const readParts = (dir: string, meta: TokensMeta, parts: ReadonlyArray<TokensPar
   if (total !== meta.tokens)
     throw new Error(`${dir}: meta.json says tokens ${meta.tokens}, its parts hold ${total}`)
   if (total > 0xffffffff) throw new Error(`${dir}: more than 2^32 tokens: offsets cannot address them`)
+  return joinParts(read, count, total, meta.packed)
+}
+
+/** Checked parts joined into one set: their arrays concatenated, offsets rebased to global positions. */
+export const joinParts = (
+  read: ReadonlyArray<Arrays>,
+  count: number,
+  total: number,
+  segmented: boolean,
+): Arrays => {
   const tokens = new Uint32Array(total)
   const labels = new Int32Array(total)
   const offsets = new Uint32Array(count + 1)
-  const segments = meta.packed ? new Uint32Array(total) : undefined
+  const segments = segmented ? new Uint32Array(total) : undefined
   let base = 0
   let seq = 0
   for (const a of read) {

@@ -6,6 +6,7 @@
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
+import { type TokenArrays as Arrays, joinParts } from "../tokenize/TokensFile.ts"
 import type { TokenBatch } from "./Llama.ts"
 import { mixSeed, Rng } from "./Rng.ts"
 
@@ -30,13 +31,6 @@ const u32 = (file: string): Uint32Array => {
   const copy = new Uint8Array(b.length)
   copy.set(b)
   return new Uint32Array(copy.buffer)
-}
-
-interface Arrays {
-  readonly tokens: Uint32Array
-  readonly labels: Int32Array
-  readonly offsets: Uint32Array
-  readonly segments: Uint32Array | undefined
 }
 
 /**
@@ -133,22 +127,7 @@ const readParts = (
     throw new TokenDataError(`${dir}: meta.json says tokens ${meta.tokens}, its parts hold ${total}`)
   if (total > 0xffffffff)
     throw new TokenDataError(`${dir}: ${total} tokens is more than 2^32: offsets cannot address them`)
-  const tokens = new Uint32Array(total)
-  const labels = new Int32Array(total)
-  const offsets = new Uint32Array(count + 1)
-  const segments = segmented ? new Uint32Array(total) : undefined
-  let base = 0
-  let seq = 0
-  for (const a of read) {
-    tokens.set(a.tokens, base)
-    labels.set(a.labels, base)
-    if (segments && a.segments) segments.set(a.segments, base)
-    const n = a.offsets.length - 1
-    for (let i = 1; i <= n; i++) offsets[seq + i] = base + (a.offsets[i] as number)
-    base += a.tokens.length
-    seq += n
-  }
-  return { tokens, labels, offsets, segments }
+  return joinParts(read, count, total, segmented)
 }
 
 /**
