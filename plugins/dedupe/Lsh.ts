@@ -81,6 +81,21 @@ export class Lsh {
     }
   }
 
+  /** Its table, to keep (a chunked step's state between chunks); `stamp` is scratch, only its size counts. */
+  save(): { keys: Uint32Array; records: Int32Array; used: number; stamps: number } {
+    return { keys: this.keys, records: this.records, used: this.used, stamps: this.stamp.length }
+  }
+
+  /** Takes up a table `save` gave: the same slots, so candidates come in the same order. */
+  load(state: { keys: Uint32Array; records: Int32Array; used: number; stamps: number }): void {
+    this.keys = state.keys
+    this.records = state.records
+    this.mask = state.records.length - 1
+    this.used = state.used
+    this.stamp = new Int32Array(state.stamps)
+    this.query = 0
+  }
+
   get bytes(): number {
     return this.keys.byteLength + this.records.byteLength + this.stamp.byteLength
   }

@@ -24,6 +24,7 @@ import {
 import { type Failure, StepError } from "../../core/Plugin.ts"
 import {
   digestsOf,
+  partCount,
   type RecordChunk,
   RecordPartsWriter,
   recordBytes,
@@ -63,6 +64,8 @@ export interface DedupeSummary {
   readonly clusters: ReadonlyArray<Cluster>
   /** Bytes of the in-memory indexes at the end. */
   readonly indexBytes: number
+  /** How the index of the reused chunks was rebuilt: chunks taken from a kept state, chunks replayed. */
+  readonly index: { readonly loaded: number; readonly replayed: number }
 }
 
 const MAX_CLUSTERS = 10
@@ -243,6 +246,9 @@ export const dedupeFile = async (
   let count = 0
   let keptCount = 0
   let recordKind: RecordKind | undefined
+  /** Chunks whose index came from a kept state, and chunks replayed from their decisions. */
+  let loaded = 0
+  let replayed = 0
   /** The kept lines of the chunk being decided (replayed chunks' are in their stored parts already). */
   let writer: RecordWriter | undefined
 
@@ -351,6 +357,89 @@ export const dedupeFile = async (
     return { decisions, verified: verified - before }
   }
 
+  /**
+   * The whole state after a chunk (indexes, kept records, counts, clusters) as
+   * a directory of arrays and state.json: loading it is the same as replaying
+   * every chunk up to there.
+   */
+  const saveState = (dir: string): string => {
+    const n = keptCount
+    const arrays: Record<string, Uint32Array | Int32Array | Float64Array> = {
+      "seen-keys": seen.save().keys,
+      "seen-values": seen.save().values,
+      "lsh-keys": lsh.save().keys,
+      "lsh-records": lsh.save().records,
+      "kept-files": kept.files.subarray(0, n),
+      "kept-offsets": kept.offsets.subarray(0, n),
+      "kept-lengths": kept.lengths.subarray(0, n),
+      "kept-inputs": kept.inputs.subarray(0, n),
+      ...(kept.sketches === undefined ? {} : { "kept-sketches": kept.sketches.subarray(0, n * SKETCH) }),
+    }
+    for (const [name, a] of Object.entries(arrays))
+      fs.writeFileSync(path.join(dir, `${name}.bin`), new Uint8Array(a.buffer, a.byteOffset, a.byteLength))
+    const state = {
+      exact,
+      near,
+      verified,
+      count,
+      keptCount,
+      keptCapacity: kept.offsets.length,
+      recordKind: recordKind ?? null,
+      seenSize: seen.save().size,
+      lshUsed: lsh.save().used,
+      lshStamps: lsh.save().stamps,
+      clusters: [...clusters.entries()],
+    }
+    fs.writeFileSync(path.join(dir, "state.json"), JSON.stringify(state))
+    return dir
+  }
+  const loadState = (dir: string) => {
+    const read = <A>(name: string, make: (b: ArrayBuffer) => A): A => {
+      const b = fs.readFileSync(path.join(dir, `${name}.bin`))
+      const copy = new ArrayBuffer(b.byteLength)
+      new Uint8Array(copy).set(b)
+      return make(copy)
+    }
+    const st = JSON.parse(fs.readFileSync(path.join(dir, "state.json"), "utf8")) as {
+      exact: number
+      near: number
+      verified: number
+      count: number
+      keptCount: number
+      keptCapacity: number
+      recordKind: RecordKind | null
+      seenSize: number
+      lshUsed: number
+      lshStamps: number
+      clusters: Array<[number, Cluster]>
+    }
+    seen.load({
+      keys: read("seen-keys", (b) => new Uint32Array(b)),
+      values: read("seen-values", (b) => new Int32Array(b)),
+      size: st.seenSize,
+    })
+    lsh.load({
+      keys: read("lsh-keys", (b) => new Uint32Array(b)),
+      records: read("lsh-records", (b) => new Int32Array(b)),
+      used: st.lshUsed,
+      stamps: st.lshStamps,
+    })
+    while (kept.offsets.length < st.keptCapacity) kept.ensure(kept.offsets.length)
+    kept.files.set(read("kept-files", (b) => new Int32Array(b)))
+    kept.offsets.set(read("kept-offsets", (b) => new Float64Array(b)))
+    kept.lengths.set(read("kept-lengths", (b) => new Uint32Array(b)))
+    kept.inputs.set(read("kept-inputs", (b) => new Int32Array(b)))
+    if (kept.sketches !== undefined) kept.sketches.set(read("kept-sketches", (b) => new Uint32Array(b)))
+    exact = st.exact
+    near = st.near
+    verified = st.verified
+    count = st.count
+    keptCount = st.keptCount
+    if (st.recordKind !== null) recordKind = st.recordKind
+    clusters.clear()
+    for (const [rep, c] of st.clusters) clusters.set(rep, c)
+  }
+
   /** Replays known decisions: the same index, output and report as deciding again. */
   const replay = (
     chunk: RecordChunk,
@@ -384,50 +473,85 @@ export const dedupeFile = async (
     await withChunkCache(cache, async (chunks) => {
       const out = new RecordPartsWriter(output, chunks)
       const recipe = chunks.recipe(["records"])
+      const chunkCount = partCount(input)
       let chain = recipe
       let signer: Signer | undefined
+      // Chunks whose decisions are known are replayed only when needed: before a chunk to decide,
+      // and at the end. Where the index after one of them was kept (the state before the last
+      // chunk of an earlier run), it is loaded in place of replaying every chunk up to there.
+      const pending: Array<{ chunk: RecordChunk; file: number; signed: string; dir: string }> = []
+      let loadable: { at: number; dir: string } | undefined
+      const signaturesOf = (signed: string): Uint32Array => readPartU32(openParts(signed), "signatures")
+      const flush = () => {
+        let from = 0
+        if (loadable !== undefined) {
+          loadState(loadable.dir)
+          from = loadable.at
+          loaded += from
+        }
+        replayed += pending.length - from
+        for (const q of pending.slice(from)) {
+          const v = JSON.parse(fs.readFileSync(path.join(q.dir, "summary.json"), "utf8")) as {
+            verified: number
+          }
+          replay(
+            q.chunk,
+            q.file,
+            signaturesOf(q.signed),
+            readU32(path.join(q.dir, "decisions.u32")),
+            v.verified,
+          )
+        }
+        pending.length = 0
+        loadable = undefined
+      }
+      const stateKey = (after: string) => chunkKey(recipe, after, "index")
       for await (const chunk of recordChunks(input, digests, signal)) {
         const file = files.add(chunk.file)
+        if (chunkCount !== undefined && chunkCount > 1 && chunk.index === chunkCount - 1) {
+          // the state before the last chunk: where the next append picks up
+          flush()
+          if (chunks.get(stateKey(chain)) === undefined)
+            chunks.put(stateKey(chain), saveState(chunks.scratch()))
+        }
         const signKey = chunkKey(recipe, chunk.digest, "signatures")
-        const signed = chunks.get(signKey)
-        let rows: Uint32Array
-        let kind: RecordKind | null
-        if (signed !== undefined) {
-          const p = openParts(signed)
-          rows = readPartU32(p, "signatures")
-          kind = (JSON.parse(readPartText(p, "summary")) as { kind: RecordKind | null }).kind
-        } else {
+        let signed = chunks.get(signKey)
+        let rows: Uint32Array | undefined
+        if (signed === undefined) {
           signer ??= signerFor(o)
           const fresh = signChunk(chunk, o, signer)
           rows = fresh.rows
-          kind = fresh.kind
-          chunks.put(
+          signed = chunks.put(
             signKey,
             packParts(path.join(chunks.scratch(), "chunk"), [
-              ["summary", JSON.stringify({ kind })],
+              ["summary", JSON.stringify({ kind: fresh.kind })],
               ["signatures", bytesOf(rows)],
             ]),
           )
         }
-        if (recordKind === undefined && kind !== null) recordKind = kind
+        if (recordKind === undefined) {
+          const kind = (JSON.parse(readPartText(openParts(signed), "summary")) as { kind: RecordKind | null })
+            .kind
+          if (kind !== null) recordKind = kind
+        }
         const decideKey = chunkKey(recipe, chunk.digest, `decisions after ${chain}`)
         chain = chainState(chain, chunk.digest)
         let dir = chunks.get(decideKey)
         if (dir !== undefined) {
           reuse.hit()
-          const v = JSON.parse(fs.readFileSync(path.join(dir, "summary.json"), "utf8")) as {
-            verified: number
-          }
-          replay(chunk, file, rows, readU32(path.join(dir, "decisions.u32")), v.verified)
+          pending.push({ chunk, file, signed, dir })
+          const state = chunks.get(stateKey(chain))
+          if (state !== undefined) loadable = { at: pending.length, dir: state }
         } else {
           reuse.miss()
+          flush()
           // the chunk's result: its decisions, and its kept lines as the output's next part
           const fresh = path.join(chunks.scratch(), "chunk")
           fs.mkdirSync(fresh)
           writer = new RecordWriter(path.join(fresh, "records.jsonl"))
           let d: ReturnType<typeof decide>
           try {
-            d = decide(chunk, file, rows)
+            d = decide(chunk, file, rows ?? signaturesOf(signed))
           } finally {
             writer.close()
           }
@@ -439,10 +563,13 @@ export const dedupeFile = async (
           writer = undefined
           dir = chunks.put(decideKey, fresh)
         }
-        const kept = JSON.parse(fs.readFileSync(path.join(dir, "summary.json"), "utf8")) as { kept: number }
-        out.link(dir, "records.jsonl", kept.kept, fs.statSync(path.join(dir, "records.jsonl")).size)
+        const keptHere = JSON.parse(fs.readFileSync(path.join(dir, "summary.json"), "utf8")) as {
+          kept: number
+        }
+        out.link(dir, "records.jsonl", keptHere.kept, fs.statSync(path.join(dir, "records.jsonl")).size)
         progress(chunk.offset + chunk.size, total)
       }
+      flush()
       out.close()
     })
     for (const [rep, c] of clusters) {
@@ -461,6 +588,7 @@ export const dedupeFile = async (
     candidatesVerified: verified,
     clusters: [...clusters.values()],
     indexBytes: seen.bytes + kept.bytes + (o.near ? lsh.bytes : 0),
+    index: { loaded, replayed },
   }
 }
 
@@ -543,6 +671,10 @@ export const run = (
         digestsOf(input),
       )
       ctx.log(describeReuse("dedupe", "check", reuse.value))
+      if (summary.index.loaded + summary.index.replayed > 0)
+        ctx.log(
+          `dedupe: the index of ${summary.index.loaded} chunks loaded as kept, ${summary.index.replayed} replayed`,
+        )
       ctx.annotate({ chunks: reuse.value })
       const recordKind =
         summary.recordKind ??

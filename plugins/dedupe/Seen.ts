@@ -59,6 +59,21 @@ export class Seen {
     if (this.found >= 0) this.values[this.found] = index
   }
 
+  /** Its arrays and count, to keep (a chunked step's state between chunks). */
+  save(): { keys: Uint32Array; values: Int32Array; size: number } {
+    return { keys: this.keys, values: this.values, size: this.size }
+  }
+
+  /** Takes up a state `save` gave: the same slots, so the same answers in the same order. */
+  load(state: { keys: Uint32Array; values: Int32Array; size: number }): void {
+    this.keys = state.keys
+    this.values = state.values
+    this.mask = state.values.length - 1
+    this.size = state.size
+    this.last = -1
+    this.found = -1
+  }
+
   /** Bytes held, for the report. */
   get bytes(): number {
     return this.keys.byteLength + this.values.byteLength

@@ -96,6 +96,10 @@ export const readRecordParts = (dir: string): RecordPart[] => {
 export const recordFiles = (records: string): string[] =>
   fs.statSync(records).isDirectory() ? readRecordParts(records).map((p) => p.abs) : [records]
 
+/** How many chunks `recordChunks` gives: the parts of a directory; unknown for a file (cut as it is read). */
+export const partCount = (records: string): number | undefined =>
+  fs.statSync(records).isDirectory() ? readRecordParts(records).length : undefined
+
 /** Total bytes of the records (the parts' sum, or the file's size). */
 export const recordBytes = (records: string): number =>
   recordFiles(records).reduce((n, f) => n + fs.statSync(f).size, 0)

@@ -43,6 +43,19 @@ const run = (dir: string, env: Record<string, string> = SMALL) => {
 const fromScratch = (lines: ReadonlyArray<string>, env: Record<string, string> = SMALL) =>
   outputsOf(run(incrementalProject(lines, "inc-ref"), env))
 
+/** The log a node of a run wrote. */
+const logOf = (dir: string, run: string, node: string): string => {
+  const d = new Database(path.join(dir, ".tunegraph/db.sqlite"), { readonly: true })
+  try {
+    return d
+      .prepare("SELECT text FROM v_logs WHERE run = ? AND node = ?")
+      .pluck()
+      .get(run, node) as string
+  } finally {
+    d.close()
+  }
+}
+
 /** The inodes of an output's part files (Records parts, or every array of every Tokens part). */
 const partInodes = (dir: string, digest: string): number[] => {
   const hex = digest.replace(/^sha256:/, "")
@@ -100,6 +113,10 @@ describe.skipIf(!have)("incremental data steps", () => {
     expect(ingestPlan.chunks).toEqual(a.ingest)
     expect(appended.steps.find((x) => x.node === "tokenize")).toMatchObject({ chunks: a.tokenize })
     expect(outputsOf(appended)).toEqual(fromScratch(lines))
+    // dedupe took up the index kept before the last chunk instead of replaying the chunks before it
+    expect(logOf(dir, appended.run, "dedupe")).toMatch(
+      new RegExp(`the index of ${firstReuse.dedupe!.chunks - 1} chunks loaded as kept, 0 replayed`),
+    )
     // the new outputs share the unchanged parts with the old ones (hard links), written once
     for (const [node, output] of [
       ["ingest", "records"],
