@@ -47,10 +47,7 @@ const fromScratch = (lines: ReadonlyArray<string>, env: Record<string, string> =
 const logOf = (dir: string, run: string, node: string): string => {
   const d = new Database(path.join(dir, ".tunegraph/db.sqlite"), { readonly: true })
   try {
-    return d
-      .prepare("SELECT text FROM v_logs WHERE run = ? AND node = ?")
-      .pluck()
-      .get(run, node) as string
+    return d.prepare("SELECT text FROM v_logs WHERE run = ? AND node = ?").pluck().get(run, node) as string
   } finally {
     d.close()
   }
