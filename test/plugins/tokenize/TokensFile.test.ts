@@ -7,7 +7,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { describe, expect, test } from "vitest"
 import { readTokens, TOKENS_PART } from "../../../plugins/tokenize/TokensFile.ts"
-import { shardedCases, writeTokens } from "../train/TokensFixture.ts"
+import { shardedCases, writeShardedSample, writeTokens } from "../train/TokensFixture.ts"
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "tokfile-"))
 
@@ -36,12 +36,7 @@ describe("Tokens files", () => {
   })
 
   test("a sharded directory's errors name the part", () => {
-    const seqs = [
-      [1, 2, 3],
-      [1, 4],
-      [1, 5, 6, 7],
-    ]
-    const sharded = () => writeTokens(tmp(), seqs, { parts: [1, 2] })
+    const sharded = () => writeShardedSample(tmp())
     let dir = sharded()
     fs.rmSync(path.join(dir, "part-000001"), { recursive: true })
     expect(() => readTokens(dir)).toThrow(`${dir}: meta.json lists part part-000001, which is missing`)

@@ -4,7 +4,7 @@ import * as path from "node:path"
 import { describe, expect, test } from "vitest"
 import { learningRate } from "../../../plugins/train/Schedule.ts"
 import { BatchPlan, makeBatch, readTokens } from "../../../plugins/train/TokenData.ts"
-import { shardedCases, writeTokens } from "./TokensFixture.ts"
+import { shardedCases, writeShardedSample, writeTokens } from "./TokensFixture.ts"
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "tok-"))
 
@@ -62,12 +62,7 @@ describe("training data", () => {
   })
 
   test("a sharded directory's errors name the part", () => {
-    const seqs = [
-      [1, 2, 3],
-      [1, 4],
-      [1, 5, 6, 7],
-    ]
-    const sharded = () => writeTokens(tmp(), seqs, { parts: [1, 2] })
+    const sharded = () => writeShardedSample(tmp())
     let dir = sharded()
     fs.rmSync(path.join(dir, "part-000001"), { recursive: true })
     expect(() => readTokens(dir, 512)).toThrow(`${dir}: meta.json lists part part-000001, which is missing`)

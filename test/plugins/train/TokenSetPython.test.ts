@@ -9,7 +9,7 @@ import * as path from "node:path"
 import { describe, expect, test } from "vitest"
 import { readTokens } from "../../../plugins/train/TokenData.ts"
 import { hasTorch, runPython } from "../../support/python.ts"
-import { shardedCases, writeTokens } from "./TokensFixture.ts"
+import { shardedCases, writeShardedSample, writeTokens } from "./TokensFixture.ts"
 
 const script = path.join(import.meta.dirname, "python", "token_set.py")
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "tokpy-"))
@@ -59,12 +59,7 @@ describe.skipIf(!hasTorch)("TokenSet in the torch worker", () => {
   })
 
   test("a sharded directory's errors name the part, as readTokens's do", () => {
-    const seqs = [
-      [1, 2, 3],
-      [1, 4],
-      [1, 5, 6, 7],
-    ]
-    const sharded = () => writeTokens(tmp(), seqs, { parts: [1, 2] })
+    const sharded = () => writeShardedSample(tmp())
     const missing = sharded()
     fs.rmSync(path.join(missing, "part-000001"), { recursive: true })
     const offsets = sharded()

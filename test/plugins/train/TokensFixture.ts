@@ -84,6 +84,18 @@ export const writeTokens = (
 }
 
 /** The same sets flat and sharded: sequences, masked and packed, and the split into parts. */
+/** Three short sequences in two parts (one, then two): what the sharded-layout error tests break. */
+export const writeShardedSample = (dir: string): string =>
+  writeTokens(
+    dir,
+    [
+      [1, 2, 3],
+      [1, 4],
+      [1, 5, 6, 7],
+    ],
+    { parts: [1, 2] },
+  )
+
 export const shardedCases: ReadonlyArray<{
   name: string
   seqs: number[][]
