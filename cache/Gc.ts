@@ -258,6 +258,7 @@ export const collectGarbage = (store: Store, options: GcOptions): GcReport => {
     const stat = db.prepare("SELECT path FROM stat_cache").pluck().all() as string[]
     const dropStat = db.prepare("DELETE FROM stat_cache WHERE path = ?")
     for (const p of stat) if (!fs.existsSync(p)) dropStat.run(p)
+    db.exec("DELETE FROM line_indexes WHERE digest NOT IN (SELECT digest FROM stat_cache)")
     marked = {
       keptRuns: runs.length - deletedRuns,
       inProgress,

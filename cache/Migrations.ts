@@ -229,4 +229,16 @@ export const migrations: ReadonlyArray<string> = [
          (SELECT count(*) FROM chunk_uses u WHERE u.chunk_key = c.chunk_key) AS uses
   FROM chunks c LEFT JOIN artifacts a ON a.digest = c.digest;
   `,
+  // 5: line indexes of large line-based source files (core/Chunks.ts LineIndex), made while the file
+  // is hashed, so a chunked step reads only the chunks it has not seen. Keyed by the file's digest and
+  // the chunk target; gc drops those of digests no stat entry holds any more.
+  `
+  CREATE TABLE line_indexes (
+    digest     TEXT NOT NULL,
+    target     INTEGER NOT NULL,
+    data       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (digest, target)
+  ) WITHOUT ROWID;
+  `,
 ]

@@ -19,6 +19,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import Database from "better-sqlite3"
 import type { ArtifactFile } from "../core/Artifact.ts"
+import type { LineIndex } from "../core/Chunks.ts"
 import {
   hashDirSync,
   hashFileSync,
@@ -659,6 +660,21 @@ export class Store {
     this.sql(
       "INSERT OR REPLACE INTO stat_cache (path, dev, ino, size, mtime_ns, ctime_ns, digest, racy) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     ).run(file, st.dev, st.ino, st.size, String(st.mtimeNs), String(st.ctimeNs), digest, racy)
+  }
+
+  /** Keeps the line index made while a file with this digest was hashed (core/Chunks.ts LineIndex). */
+  lineIndexRemember(digest: string, index: LineIndex) {
+    this.sql(
+      "INSERT OR REPLACE INTO line_indexes (digest, target, data, created_at) VALUES (?, ?, ?, ?)",
+    ).run(digest, index.target, JSON.stringify(index), Date.now())
+  }
+
+  /** The line index of a file's digest at a chunk target, if it was made. */
+  lineIndex(digest: string, target: number): LineIndex | undefined {
+    const data = this.sql("SELECT data FROM line_indexes WHERE digest = ? AND target = ?")
+      .pluck()
+      .get(digest, target) as string | undefined
+    return data === undefined ? undefined : (JSON.parse(data) as LineIndex)
   }
 
   // ---------------------------------------------------------------- leases

@@ -63,7 +63,9 @@ export interface Chunk {
   readonly lines: number
   /** Byte offset of the chunk in the file. */
   readonly offset: number
-  /** Its bytes, newlines included. */
+  /** Its length in bytes. */
+  readonly size: number
+  /** Its bytes, newlines included (empty from a LineIndexer). */
   readonly bytes: Buffer
   /** SHA-256 of its bytes, hex. */
   readonly digest: string
@@ -125,9 +127,14 @@ class Cutter {
   private carry: Buffer = Buffer.alloc(0)
   private readonly span: number
 
+  /** The longest line seen, newline included. */
+  longest = 0
+
   constructor(
     private readonly sizes: ChunkSizes,
     private readonly maxLine = Number.POSITIVE_INFINITY,
+    /** False: chunks come without their bytes (an index), and blocks may be reused. */
+    private readonly keepBytes = true,
   ) {
     this.span = sizes.target - sizes.min
   }
@@ -135,18 +142,23 @@ class Cutter {
   /** Adds bytes to the open chunk: a view, so the block it is in must not be reused (blocks are fresh). */
   private add(piece: Buffer) {
     if (piece.length === 0) return
-    this.parts.push(piece)
+    if (this.keepBytes) this.parts.push(piece)
     this.partBytes += piece.length
     this.hash.update(piece)
   }
 
   private cut(): Chunk {
-    const bytes = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.partBytes)
+    const bytes = !this.keepBytes
+      ? EMPTY
+      : this.parts.length === 1
+        ? this.parts[0]!
+        : Buffer.concat(this.parts, this.partBytes)
     const c: Chunk = {
       index: this.index++,
       firstLine: this.firstLine,
       lines: this.lines,
       offset: this.offset,
+      size: this.partBytes,
       bytes,
       digest: this.hash.digest("hex"),
     }
@@ -184,6 +196,7 @@ class Cutter {
       const line = Buffer.concat([this.carry, block.subarray(0, nl + 1)])
       this.carry = Buffer.alloc(0)
       this.lines++
+      if (line.length > this.longest) this.longest = line.length
       const cut = this.cutsAfter(line, 0, line.length - 1, this.partBytes + line.length)
       this.add(line)
       if (cut) out.push(this.cut())
@@ -195,6 +208,7 @@ class Cutter {
       const nl = block.indexOf(10, lineStart)
       if (nl < 0) break
       this.lines++
+      if (nl + 1 - lineStart > this.longest) this.longest = nl + 1 - lineStart
       if (this.cutsAfter(block, lineStart, nl, this.partBytes + (nl + 1 - start))) {
         this.add(block.subarray(start, nl + 1))
         out.push(this.cut())
@@ -213,11 +227,105 @@ class Cutter {
   end(): Chunk | undefined {
     if (this.carry.length > 0) {
       this.lines++
+      if (this.carry.length > this.longest) this.longest = this.carry.length
       this.add(this.carry)
       this.carry = Buffer.alloc(0)
     }
     return this.partBytes > 0 ? this.cut() : undefined
   }
+}
+
+const EMPTY = Buffer.alloc(0)
+
+/** One chunk of a line index: where it is, and its digest. */
+export interface IndexedChunk {
+  readonly offset: number
+  readonly size: number
+  readonly firstLine: number
+  readonly lines: number
+  readonly digest: string
+}
+
+/**
+ * A line-based file's chunks as chunksOf cuts them at `target`, without
+ * their bytes: made while the file is hashed as a source (core/Sources.ts),
+ * so that a chunked step finds which chunks it already has without reading
+ * the file again, and reads only the others (readIndexedChunk).
+ */
+export interface LineIndex {
+  readonly target: number
+  /** The longest line, newline included: a reader with a lower line limit cuts the file itself. */
+  readonly longestLine: number
+  readonly chunks: ReadonlyArray<IndexedChunk>
+}
+
+/**
+ * The files a source gets a line index for: line-based by name (what ingest
+ * reads chunk by chunk), of a few chunks at least (reading a smaller one
+ * again costs nothing worth keeping).
+ */
+export const wantsLineIndex = (file: string, size: number, sizes: ChunkSizes = chunkSizes()): boolean =>
+  size >= 4 * sizes.target && /\.(jsonl|ndjson|jsonlines|txt)$/i.test(file)
+
+/** Cuts as bytes come, remembering only where the chunks are (LineIndex). Blocks may be reused. */
+export class LineIndexer {
+  private readonly cutter: Cutter
+  private readonly chunks: IndexedChunk[] = []
+  private failed = false
+
+  constructor(
+    private readonly sizes: ChunkSizes = chunkSizes(),
+    maxLine = 64 * 1024 * 1024,
+  ) {
+    this.cutter = new Cutter(sizes, maxLine, false)
+  }
+
+  private keep(c: Chunk) {
+    this.chunks.push({
+      offset: c.offset,
+      size: c.size,
+      firstLine: c.firstLine,
+      lines: c.lines,
+      digest: c.digest,
+    })
+  }
+
+  push(block: Buffer) {
+    if (this.failed) return
+    try {
+      for (const c of this.cutter.push(block)) this.keep(c)
+    } catch (e) {
+      // a line past the limit: no index (the reader cuts the file itself and reports the line)
+      if (!(e instanceof LineTooLong)) throw e
+      this.failed = true
+    }
+  }
+
+  /** The index, or undefined when a line was too long to index. */
+  end(): LineIndex | undefined {
+    if (this.failed) return undefined
+    const last = this.cutter.end()
+    if (last !== undefined) this.keep(last)
+    return { target: this.sizes.target, longestLine: this.cutter.longest, chunks: this.chunks }
+  }
+}
+
+/**
+ * The bytes of an indexed chunk, read at its offset and checked against its
+ * digest (the file changed since it was indexed: throws).
+ */
+export const readIndexedChunk = (fd: number, file: string, c: IndexedChunk): Buffer => {
+  const bytes = Buffer.allocUnsafe(c.size)
+  for (let at = 0; at < c.size; ) {
+    const n = fs.readSync(fd, bytes, at, c.size - at, c.offset + at)
+    if (n === 0) break
+    at += n
+  }
+  if (createHash("sha256").update(bytes).digest("hex") !== c.digest)
+    throw new Error(
+      `${file}: bytes ${c.offset}-${c.offset + c.size} changed after the file was hashed (it is being written to?); run again`,
+    )
+  return bytes
 }
 
 /**
@@ -301,6 +409,8 @@ export interface ChunkCache {
    * reading them again. This is how a sharded output is assembled.
    */
   readonly link: (stored: string, name: string, dest: string) => void
+  /** The line index of a file by its digest (made when it was hashed as a source), at the current chunk size. */
+  readonly lineIndex?: (digest: string) => LineIndex | undefined
 }
 
 /** How much of a chunked step was reused: for the log, the report and the run summary. */

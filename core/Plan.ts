@@ -6,7 +6,7 @@
  */
 import type { Store } from "../cache/Store.ts"
 import type { Artifact, Ref } from "./Artifact.ts"
-import { type ChunkReuse, describeReuse } from "./Chunks.ts"
+import { type ChunkReuse, chunkSizes, describeReuse } from "./Chunks.ts"
 import { type Override, prepareAll } from "./Params.ts"
 import { dependencies, type Pipeline, type StepNode } from "./Pipeline.ts"
 import type { ChunkPlan } from "./Plugin.ts"
@@ -186,6 +186,7 @@ const planChunks = (
       inputs: inputs as never,
       recipe: (chunked) => chunkRecipe(ingredients, chunked),
       peek: (k) => store.chunkPeek(k),
+      lineIndex: (digest) => store.lineIndex(digest, chunkSizes().target),
     })
   } catch {
     return undefined

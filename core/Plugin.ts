@@ -11,7 +11,7 @@
 import { createHash } from "node:crypto"
 import { Effect, Schema } from "effect"
 import type { Artifact, ArtifactKind, InputSpec, RuntimeInput } from "./Artifact.ts"
-import type { ChunkCache, ChunkReuse } from "./Chunks.ts"
+import type { ChunkCache, ChunkReuse, LineIndex } from "./Chunks.ts"
 import { npmEnvironment } from "./Packages.ts"
 
 export interface Resources {
@@ -81,6 +81,8 @@ export interface ChunkPlanContext<P, I extends Record<string, InputSpec>> {
   readonly recipe: (chunked: ReadonlyArray<string>) => string
   /** A chunk entry's stored file, or undefined; records nothing. */
   readonly peek: (key: string) => string | undefined
+  /** A source file's line index by its digest (core/Chunks.ts LineIndex), when it was made. */
+  readonly lineIndex?: (digest: string) => LineIndex | undefined
 }
 
 /** "parse" and the counts: `plan` prints "ingest: 2 of 412 chunks to parse (410 reused)". */

@@ -13,7 +13,7 @@ import * as path from "node:path"
 import { Cause, Deferred, Effect, Exit, Fiber, Schema, Semaphore } from "effect"
 import { type ExecutionRecord, removeTree, type Store, type StoredObject } from "../cache/Store.ts"
 import type { Artifact, ArtifactKind, InputSpec, Ref } from "./Artifact.ts"
-import type { ChunkCache, ChunkReuse } from "./Chunks.ts"
+import { type ChunkCache, type ChunkReuse, chunkSizes } from "./Chunks.ts"
 import type { KnownFile } from "./Hash.ts"
 import { type Override, prepareAll } from "./Params.ts"
 import { dependencies, type Node, type Pipeline, type StepNode, topoOrder } from "./Pipeline.ts"
@@ -642,6 +642,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             fs.mkdirSync(d, { recursive: true })
             return d
           },
+          lineIndex: (digest) => store.lineIndex(digest, chunkSizes().target),
         }
       }
 

@@ -4,10 +4,12 @@
  * digest of every matched file otherwise. Digests come from the stat cache
  * (dev, ino, size, mtime_ns, ctime_ns), so an unchanged file is never re-read.
  */
+import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import type { Store } from "../cache/Store.ts"
 import type { Artifact, ArtifactFile } from "./Artifact.ts"
+import { type LineIndex, LineIndexer, wantsLineIndex } from "./Chunks.ts"
 import { glob, globToRegExp, hasMagic } from "./Glob.ts"
 import { hashFileSync, listFiles, manifestDigest } from "./Hash.ts"
 import { HfError, type HfSnapshot, resolveHf } from "./Hf.ts"
@@ -35,12 +37,44 @@ export const fileDigest = (store: Store, abs: string): { digest: string; size: n
   }
   const cached = store.statLookup(abs, row)
   if (cached !== undefined) return { digest: cached, size: row.size, hashed: false }
-  const { digest, size } = hashFileSync(abs)
+  const { digest, size, index } = wantsLineIndex(abs, row.size)
+    ? hashWithLineIndex(abs)
+    : { ...hashFileSync(abs), index: undefined }
   // The file changed while it was read: its digest would not match the stat we keep.
   const after = fs.statSync(abs, { bigint: true })
-  if (after.mtimeNs === st.mtimeNs && after.size === st.size)
+  if (after.mtimeNs === st.mtimeNs && after.size === st.size) {
     store.statRemember(abs, row, digest, BigInt(Date.now()) * 1_000_000n)
+    if (index !== undefined) store.lineIndexRemember(digest, index)
+  }
   return { digest, size, hashed: true }
+}
+
+const BLOCK = 8 * 1024 * 1024
+
+/**
+ * SHA-256 of a line-based file and, in the same read, its line index
+ * (core/Chunks.ts): ingest then reads only the chunks it has not parsed yet.
+ */
+export const hashWithLineIndex = (abs: string): { digest: string; size: number; index?: LineIndex } => {
+  const fd = fs.openSync(abs, "r")
+  try {
+    const block = Buffer.allocUnsafe(BLOCK)
+    const h = createHash("sha256")
+    const indexer = new LineIndexer()
+    let size = 0
+    for (;;) {
+      const n = fs.readSync(fd, block, 0, BLOCK, null)
+      if (n === 0) break
+      const view = n === BLOCK ? block : block.subarray(0, n)
+      h.update(view)
+      indexer.push(view)
+      size += n
+    }
+    const index = indexer.end()
+    return { digest: h.digest("hex"), size, ...(index === undefined ? {} : { index }) }
+  } finally {
+    fs.closeSync(fd)
+  }
 }
 
 /**

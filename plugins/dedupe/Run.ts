@@ -395,10 +395,20 @@ export const dedupeFile = async (
   }
   const loadState = (dir: string) => {
     const read = <A>(name: string, make: (b: ArrayBuffer) => A): A => {
-      const b = fs.readFileSync(path.join(dir, `${name}.bin`))
-      const copy = new ArrayBuffer(b.byteLength)
-      new Uint8Array(copy).set(b)
-      return make(copy)
+      // straight into an ArrayBuffer of its own (a Buffer's may be pooled and unaligned)
+      const fd = fs.openSync(path.join(dir, `${name}.bin`), "r")
+      try {
+        const b = new ArrayBuffer(fs.fstatSync(fd).size)
+        const view = new Uint8Array(b)
+        for (let at = 0; at < view.length; ) {
+          const n = fs.readSync(fd, view, at, view.length - at, at)
+          if (n === 0) throw new Error(`${dir}/${name}.bin: shorter than its size`)
+          at += n
+        }
+        return make(b)
+      } finally {
+        fs.closeSync(fd)
+      }
     }
     const st = JSON.parse(fs.readFileSync(path.join(dir, "state.json"), "utf8")) as {
       exact: number
@@ -506,13 +516,19 @@ export const dedupeFile = async (
         loadable = undefined
       }
       const stateKey = (after: string) => chunkKey(recipe, after, "index")
+      /** How many chunks the newest stored index along the chain covers. */
+      let stateAt = 0
       for await (const chunk of recordChunks(input, digests, signal)) {
         const file = files.add(chunk.file)
         if (chunkCount !== undefined && chunkCount > 1 && chunk.index === chunkCount - 1) {
-          // the state before the last chunk: where the next append picks up
+          // The index before the last chunk is where the next append picks up. It is written
+          // again only once the chunks since the newest stored one are a 16th of the input's:
+          // each append then loads an older index and replays the few chunks after it, instead
+          // of writing the whole index every time.
           flush()
-          if (chunks.get(stateKey(chain)) === undefined)
-            chunks.put(stateKey(chain), saveState(chunks.scratch()))
+          if (chunk.index - stateAt >= Math.max(1, Math.floor(chunkCount / 16)))
+            if (chunks.get(stateKey(chain)) === undefined)
+              chunks.put(stateKey(chain), saveState(chunks.scratch()))
         }
         const signKey = chunkKey(recipe, chunk.digest, "signatures")
         let signed = chunks.get(signKey)
@@ -541,7 +557,10 @@ export const dedupeFile = async (
           reuse.hit()
           pending.push({ chunk, file, signed, dir })
           const state = chunks.get(stateKey(chain))
-          if (state !== undefined) loadable = { at: pending.length, dir: state }
+          if (state !== undefined) {
+            loadable = { at: pending.length, dir: state }
+            stateAt = chunk.index + 1
+          }
         } else {
           reuse.miss()
           flush()

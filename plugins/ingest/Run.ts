@@ -17,6 +17,7 @@ import {
   LineTooLong,
   noChunkCache,
   ReuseCounter,
+  readIndexedChunk,
 } from "../../core/Chunks.ts"
 import { hashFileSync } from "../../core/Hash.ts"
 import { type Failure, StepError } from "../../core/Plugin.ts"
@@ -130,6 +131,8 @@ interface Unit {
   readonly digest: string
   /** The chunk's bytes; undefined for a whole file, read from its path. */
   readonly bytes?: Buffer
+  /** A chunk of a line index: its bytes are read when it is parsed. */
+  readonly load?: () => Buffer
 }
 
 /** What one unit produced, as its chunk entry keeps it (beside its records.jsonl). */
@@ -267,8 +270,35 @@ async function* unitsOf(
   detected: Detected,
   options: IngestOptions,
   signal: AbortSignal,
+  chunks: ChunkCache,
+  log: (line: string) => void,
 ): AsyncGenerator<Unit> {
   if (lineBased(detected, options.textUnit)) {
+    // The chunks as they were cut when the file was hashed: only those parsed now are read.
+    const index = f.digest === undefined ? undefined : chunks.lineIndex?.(f.digest)
+    if (index !== undefined && index.longestLine <= options.maxLineBytes) {
+      const fd = fs.openSync(f.abs, "r")
+      let read = 0
+      try {
+        for (const [i, c] of index.chunks.entries()) {
+          signal.throwIfAborted()
+          yield {
+            index: i,
+            ...c,
+            load: () => {
+              read++
+              return readIndexedChunk(fd, f.abs, c)
+            },
+          }
+        }
+      } finally {
+        fs.closeSync(fd)
+      }
+      log(
+        `ingest: ${f.path}: ${read} of ${index.chunks.length} chunks read (its line index, made when it was hashed)`,
+      )
+      return
+    }
     for await (const c of chunksOf(f.abs, chunkSizes(), signal, options.maxLineBytes))
       yield {
         index: c.index,
@@ -333,6 +363,7 @@ export const ingestFiles = async (
   progress: (done: number, total: number, detail: string) => void = () => {},
   chunks: ChunkCache = noChunkCache(scratch),
   reuse: ReuseCounter = new ReuseCounter(),
+  log: (line: string) => void = () => {},
 ): Promise<IngestSummary> => {
   const maxExamples = options.examples ?? 10
   const invalid: InvalidExample[] = []
@@ -363,10 +394,12 @@ export const ingestFiles = async (
         continue
       }
       let read = 0
-      for await (const unit of lineLimit(f, unitsOf(f, detected, options, signal))) {
+      for await (const listed of lineLimit(f, unitsOf(f, detected, options, signal, chunks, log))) {
         signal.throwIfAborted()
-        const key = unitKey(recipe, unit.digest, kind, detected, unit.index)
+        const key = unitKey(recipe, listed.digest, kind, detected, listed.index)
         let dir = chunks.get(key)
+        const unit =
+          dir === undefined && listed.load !== undefined ? { ...listed, bytes: listed.load() } : listed
         if (dir !== undefined) reuse.hit()
         else {
           reuse.miss()
@@ -446,6 +479,7 @@ export const run = (
         (done, total, detail) => ctx.progress(done, total, detail),
         ctx.chunks,
         reuse,
+        (line) => ctx.log(line),
       )
       ctx.log(describeReuse("ingest", "parse", reuse.value))
       ctx.annotate({ chunks: reuse.value })

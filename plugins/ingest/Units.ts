@@ -8,7 +8,7 @@
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { type ChunkReuse, chunkKey, chunkSizes, chunksOfSync } from "../../core/Chunks.ts"
+import { type ChunkReuse, chunkKey, chunkSizes, chunksOfSync, type LineIndex } from "../../core/Chunks.ts"
 import { type Detected, detect, type Format } from "./Format.ts"
 
 export const lineBased = (d: Detected, textUnit: "line" | "file"): boolean =>
@@ -35,6 +35,7 @@ export const planUnits = (
   params: { readonly format: Format | "auto"; readonly textUnit: "line" | "file"; readonly kind?: string },
   recipe: string,
   peek: (key: string) => string | undefined,
+  lineIndex?: (digest: string) => LineIndex | undefined,
 ): ChunkReuse => {
   let kind = params.kind
   let chunks = 0
@@ -42,9 +43,12 @@ export const planUnits = (
   for (const f of files) {
     const d = detect(f.abs, params.format)
     if (typeof d === "string" || f.size === 0) continue
-    const units = lineBased(d, params.textUnit)
-      ? [...mapIter(chunksOfSync(f.abs, chunkSizes()), (c) => ({ digest: c.digest, index: c.index }))]
-      : [{ digest: f.digest, index: 0 }]
+    const index = lineIndex?.(f.digest)
+    const units = !lineBased(d, params.textUnit)
+      ? [{ digest: f.digest, index: 0 }]
+      : index !== undefined
+        ? index.chunks.map((c, i) => ({ digest: c.digest, index: i }))
+        : [...mapIter(chunksOfSync(f.abs, chunkSizes()), (c) => ({ digest: c.digest, index: c.index }))]
     for (const u of units) {
       chunks++
       const hit = peek(unitKey(recipe, u.digest, kind, d, u.index))

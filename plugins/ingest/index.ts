@@ -64,6 +64,9 @@ export const ingest = definePlugin({
       a.files.length > 0
         ? a.files.map((f) => ({ abs: f.abs, size: f.size, digest: f.digest }))
         : [{ abs: a.path, size: a.size, digest: a.digest }]
-    return { verb: "parse", reuse: planUnits(files, ctx.params, ctx.recipe(["files"]), ctx.peek) }
+    return {
+      verb: "parse",
+      reuse: planUnits(files, ctx.params, ctx.recipe(["files"]), ctx.peek, ctx.lineIndex),
+    }
   },
 })

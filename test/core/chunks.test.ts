@@ -4,7 +4,9 @@ import * as path from "node:path"
 import { describe, expect, it } from "vitest"
 import { Store } from "../../cache/Store.ts"
 import { verifyStore } from "../../cache/Verify.ts"
-import { type Chunk, chunkSizes, chunksOf } from "../../core/Chunks.ts"
+import { type Chunk, chunkSizes, chunksOf, LineIndexer, readIndexedChunk } from "../../core/Chunks.ts"
+import { hashFileSync } from "../../core/Hash.ts"
+import { hashWithLineIndex } from "../../core/Sources.ts"
 import { haveShared, sharedDir } from "../support/data.ts"
 
 const gsm8k = path.join(sharedDir, "datasets/gsm8k/test.jsonl")
@@ -48,6 +50,50 @@ describe.skipIf(!have)("content-defined chunks", () => {
     const appended = await all(c, 16 * 1024)
     expect(appended.filter((x) => !old.has(x.digest)).length).toBeLessThanOrEqual(2)
     expect(appended.at(-1)!.bytes.toString().endsWith(lines[7]!)).toBe(true)
+  })
+
+  it("a line index made while hashing has chunksOf's cuts, whatever the blocks the file is read in", async () => {
+    // lines of every length, one longer than both readers' blocks, and a last line without a newline
+    const file = path.join(dir, "indexed.jsonl")
+    const long = JSON.stringify({ question: "x".repeat(9 * 1024 * 1024), answer: "y" })
+    const body: string[] = []
+    for (let round = 0; round < 40; round++) {
+      body.push(...lines.slice(round * 50).map((l) => `${l.slice(0, -1)}, "round": ${round}}`))
+      if (round === 20) body.push(long)
+    }
+    fs.writeFileSync(file, `${body.join("\n")}\n${lines[7]}`)
+    const { digest, size, index } = hashWithLineIndex(file)
+    expect(digest).toBe(hashFileSync(file).digest)
+    expect(size).toBe(fs.statSync(file).size)
+    const cut = await all(file, chunkSizes().target)
+    expect(cut.length).toBeGreaterThan(3)
+    expect(index).toBeDefined()
+    expect(index!.target).toBe(chunkSizes().target)
+    expect(index!.longestLine).toBe(Buffer.byteLength(long) + 1)
+    expect(index!.chunks).toEqual(
+      cut.map((c) => ({
+        offset: c.offset,
+        size: c.bytes.length,
+        firstLine: c.firstLine,
+        lines: c.lines,
+        digest: c.digest,
+      })),
+    )
+    // a chunk read back by its index is its bytes; a changed file is refused, not misread
+    const fd = fs.openSync(file, "r+")
+    try {
+      const c = index!.chunks[1]!
+      expect(readIndexedChunk(fd, file, c).equals(cut[1]!.bytes)).toBe(true)
+      fs.writeSync(fd, Buffer.from("Z"), 0, 1, c.offset + 3)
+      expect(() => readIndexedChunk(fd, file, c)).toThrow(/changed after the file was hashed/)
+    } finally {
+      fs.closeSync(fd)
+    }
+    // a line past the indexer's limit: no index (ingest cuts the file itself and reports the line)
+    const small = new LineIndexer(chunkSizes(), 1024 * 1024)
+    const bytes = fs.readFileSync(file)
+    for (let at = 0; at < bytes.length; at += 1 << 20) small.push(bytes.subarray(at, at + (1 << 20)))
+    expect(small.end()).toBeUndefined()
   })
 
   it("a chunk entry commits object then row, is found again, and verify re-hashes it", () => {

@@ -110,6 +110,10 @@ describe.skipIf(!have)("incremental data steps", () => {
     expect(ingestPlan.chunks).toEqual(a.ingest)
     expect(appended.steps.find((x) => x.node === "tokenize")).toMatchObject({ chunks: a.tokenize })
     expect(outputsOf(appended)).toEqual(fromScratch(lines))
+    // ingest read only the new chunks, found by the line index made when the source was hashed
+    expect(logOf(dir, appended.run, "ingest")).toMatch(
+      new RegExp(`records.jsonl: ${a.ingest!.computed} of ${a.ingest!.chunks} chunks read \\(its line index`),
+    )
     // dedupe took up the index kept before the last chunk instead of replaying the chunks before it
     expect(logOf(dir, appended.run, "dedupe")).toMatch(
       new RegExp(`the index of ${firstReuse.dedupe!.chunks - 1} chunks loaded as kept, 0 replayed`),
