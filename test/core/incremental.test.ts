@@ -348,6 +348,12 @@ describe.skipIf(!have)("incremental data steps", () => {
             .prepare("SELECT count(DISTINCT chunk_key) FROM chunk_uses WHERE run_id = ?")
             .pluck()
             .get(second.run) as number,
+          // the line indexes made when the source was hashed, and those of the digest it has now
+          indexes: d.prepare("SELECT count(*) FROM line_indexes").pluck().get() as number,
+          current: d
+            .prepare("SELECT count(*) FROM line_indexes WHERE digest IN (SELECT digest FROM stat_cache)")
+            .pluck()
+            .get() as number,
         }
       } finally {
         d.close()
@@ -359,6 +365,10 @@ describe.skipIf(!have)("incremental data steps", () => {
     expect(gc.stdout).toMatch(/[1-9]\d* chunk entr/)
     const after = count()
     expect(after.chunks).toBeLessThan(before.chunks)
+    // the first version's line index went with it; the current file's is kept
+    expect(before.indexes).toBe(2)
+    expect(after.indexes).toBe(1)
+    expect(after.current).toBe(1)
     // everything the kept run used is still there
     expect(after.chunks).toBe(after.usedByLastAll)
     expect(after.usedByLast).toBe(before.usedByLast)
