@@ -38,6 +38,7 @@ import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { readAt } from "./Hash.ts"
 
 export interface ChunkSizes {
   readonly target: number
@@ -316,12 +317,7 @@ export class LineIndexer {
  */
 export const readIndexedChunk = (fd: number, file: string, c: IndexedChunk): Buffer => {
   const bytes = Buffer.allocUnsafe(c.size)
-  for (let at = 0; at < c.size; ) {
-    const n = fs.readSync(fd, bytes, at, c.size - at, c.offset + at)
-    if (n === 0) break
-    at += n
-  }
-  if (createHash("sha256").update(bytes).digest("hex") !== c.digest)
+  if (readAt(fd, bytes, c.offset) !== c.size || createHash("sha256").update(bytes).digest("hex") !== c.digest)
     throw new Error(
       `${file}: bytes ${c.offset}-${c.offset + c.size} changed after the file was hashed (it is being written to?); run again`,
     )
@@ -592,12 +588,7 @@ export const readPart = (p: Parts, name: string): Buffer => {
   }
   const fd = fs.openSync(p.file, "r")
   try {
-    let off = 0
-    while (off < at.length) {
-      const n = fs.readSync(fd, buf, off, at.length - off, at.offset + off)
-      if (n === 0) throw new Error(`${p.file}: part "${name}" is cut short`)
-      off += n
-    }
+    if (readAt(fd, buf, at.offset) !== at.length) throw new Error(`${p.file}: part "${name}" is cut short`)
   } finally {
     fs.closeSync(fd)
   }

@@ -11,8 +11,14 @@ import * as path from "node:path"
 const CHUNK = 8 * 1024 * 1024
 let shared: Buffer | undefined
 
-/** SHA-256 of a file, read in large chunks with one reused buffer. */
-export const hashFileSync = (file: string): { digest: string; size: number } => {
+/**
+ * SHA-256 of a file, read in large chunks with one reused buffer. `each`
+ * sees every block as it is hashed (the buffer is reused: copy what it keeps).
+ */
+export const hashFileSync = (
+  file: string,
+  each?: (block: Buffer) => void,
+): { digest: string; size: number } => {
   const fd = fs.openSync(file, "r")
   try {
     shared ??= Buffer.allocUnsafe(CHUNK)
@@ -21,13 +27,26 @@ export const hashFileSync = (file: string): { digest: string; size: number } => 
     for (;;) {
       const n = fs.readSync(fd, shared, 0, CHUNK, null)
       if (n === 0) break
-      h.update(n === CHUNK ? shared : shared.subarray(0, n))
+      const block = n === CHUNK ? shared : shared.subarray(0, n)
+      h.update(block)
+      each?.(block)
       size += n
     }
     return { digest: h.digest("hex"), size }
   } finally {
     fs.closeSync(fd)
   }
+}
+
+/** Fills `buf` from byte `position` of an open file; returns how many bytes there were (fewer at its end). */
+export const readAt = (fd: number, buf: Uint8Array, position: number): number => {
+  let at = 0
+  while (at < buf.length) {
+    const n = fs.readSync(fd, buf, at, buf.length - at, position + at)
+    if (n === 0) break
+    at += n
+  }
+  return at
 }
 
 export const hashBytes = (bytes: Uint8Array | string): string =>

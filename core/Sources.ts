@@ -4,7 +4,6 @@
  * digest of every matched file otherwise. Digests come from the stat cache
  * (dev, ino, size, mtime_ns, ctime_ns), so an unchanged file is never re-read.
  */
-import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import type { Store } from "../cache/Store.ts"
@@ -49,32 +48,15 @@ export const fileDigest = (store: Store, abs: string): { digest: string; size: n
   return { digest, size, hashed: true }
 }
 
-const BLOCK = 8 * 1024 * 1024
-
 /**
  * SHA-256 of a line-based file and, in the same read, its line index
  * (core/Chunks.ts): ingest then reads only the chunks it has not parsed yet.
  */
 export const hashWithLineIndex = (abs: string): { digest: string; size: number; index?: LineIndex } => {
-  const fd = fs.openSync(abs, "r")
-  try {
-    const block = Buffer.allocUnsafe(BLOCK)
-    const h = createHash("sha256")
-    const indexer = new LineIndexer()
-    let size = 0
-    for (;;) {
-      const n = fs.readSync(fd, block, 0, BLOCK, null)
-      if (n === 0) break
-      const view = n === BLOCK ? block : block.subarray(0, n)
-      h.update(view)
-      indexer.push(view)
-      size += n
-    }
-    const index = indexer.end()
-    return { digest: h.digest("hex"), size, ...(index === undefined ? {} : { index }) }
-  } finally {
-    fs.closeSync(fd)
-  }
+  const indexer = new LineIndexer()
+  const { digest, size } = hashFileSync(abs, (block) => indexer.push(block))
+  const index = indexer.end()
+  return { digest, size, ...(index === undefined ? {} : { index }) }
 }
 
 /**

@@ -21,6 +21,7 @@ import {
   readPartU32,
   withChunkCache,
 } from "../../core/Chunks.ts"
+import { readAt } from "../../core/Hash.ts"
 import { type Failure, StepError } from "../../core/Plugin.ts"
 import {
   digestsOf,
@@ -399,12 +400,8 @@ export const dedupeFile = async (
       const fd = fs.openSync(path.join(dir, `${name}.bin`), "r")
       try {
         const b = new ArrayBuffer(fs.fstatSync(fd).size)
-        const view = new Uint8Array(b)
-        for (let at = 0; at < view.length; ) {
-          const n = fs.readSync(fd, view, at, view.length - at, at)
-          if (n === 0) throw new Error(`${dir}/${name}.bin: shorter than its size`)
-          at += n
-        }
+        if (readAt(fd, new Uint8Array(b), 0) !== b.byteLength)
+          throw new Error(`${dir}/${name}.bin: shorter than its size`)
         return make(b)
       } finally {
         fs.closeSync(fd)
@@ -655,12 +652,8 @@ class InputFiles {
       fd = this.openFile(file)
     } else this.open.delete(file)
     this.open.set(file, fd)
-    let off = 0
-    while (off < length) {
-      const n = fs.readSync(fd, buf, off, length - off, position + off)
-      if (n === 0) throw new Error(`${this.paths[file]}: ended before a kept line`)
-      off += n
-    }
+    if (readAt(fd, buf.subarray(0, length), position) !== length)
+      throw new Error(`${this.paths[file]}: ended before a kept line`)
   }
   close(): void {
     for (const fd of this.open.values()) fs.closeSync(fd)
