@@ -271,7 +271,7 @@ export const collectGarbage = (store: Store, options: GcOptions): GcReport => {
     if (dryRun) throw new Rollback()
   }
   try {
-    db.transaction(mark).immediate()
+    db.transaction(mark, true)
   } catch (e) {
     if (!(e instanceof Rollback)) throw e
   }

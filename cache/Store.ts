@@ -28,7 +28,9 @@ import {
   type ManifestEntry,
   modeOf,
 } from "../core/Hash.ts"
-import { migrations } from "./Migrations.ts"
+import { type Db, PostgresDb, SqliteDb, type Stmt } from "./Db.ts"
+import { migrations, postgresMigrations } from "./Migrations.ts"
+import { type ObjectBackend, S3Objects } from "./Objects.ts"
 
 export interface ArtifactRow {
   readonly digest: string
@@ -131,20 +133,52 @@ export const retryBusy = <A>(f: () => A, ms = 20_000): A => {
   }
 }
 
+/** Where a shared store keeps its rows and its objects (core/cli/StoreArg.ts reads them from flags). */
+export interface SharedStoreConfig {
+  /** postgres://user@host:port/db */
+  readonly database: string
+  /** s3://bucket/prefix, or a directory every machine mounts (the objects go in its objects/). */
+  readonly objects: string
+  /** This machine's own directory: the read cache of objects, tmp/ and checkpoints/. */
+  readonly local: string
+}
+
 export class Store {
-  readonly db: Database.Database
+  readonly db: Db
   readonly objectsDir: string
   readonly tmpDir: string
   readonly checkpointsDir: string
+  /** Where objects live when not in objectsDir (a bucket); objectsDir is then this machine's read cache. */
+  readonly remote: ObjectBackend | undefined
 
   private constructor(
     readonly dir: string,
-    db: Database.Database,
+    db: Db,
+    places: { objectsDir?: string; tmpDir?: string; remote?: ObjectBackend } = {},
   ) {
     this.db = db
-    this.objectsDir = path.join(dir, "objects")
-    this.tmpDir = path.join(dir, "tmp")
+    this.objectsDir = places.objectsDir ?? path.join(dir, "objects")
+    this.tmpDir = places.tmpDir ?? path.join(dir, "tmp")
     this.checkpointsDir = path.join(dir, "checkpoints")
+    this.remote = places.remote
+  }
+
+  /** True for a store whose rows are in PostgreSQL (shared by machines). */
+  get shared(): boolean {
+    return this.db.dialect === "postgres"
+  }
+
+  /** The store in words, for messages: its directory, or its database and objects. */
+  get where(): string {
+    return this.shared
+      ? `${this.db.where} with objects in ${this.remote?.where ?? this.objectsDir}`
+      : this.dir
+  }
+
+  /** The SQLite handle of an embedded store (pragmas, its own checks); refused for a shared one. */
+  get sqlite(): Database.Database {
+    if (!(this.db instanceof SqliteDb)) throw new Error(`the store at ${this.where} is not SQLite`)
+    return this.db.raw
   }
 
   static open(dir: string, options: { readonly readonly?: boolean } = {}): Store {
@@ -153,21 +187,51 @@ export class Store {
       if (!fs.existsSync(file)) throw new Error(`no tunegraph store at ${dir} (no db.sqlite)`)
       const db = openDb(file, { readonly: true, fileMustExist: true })
       db.pragma("busy_timeout = 10000")
-      return new Store(dir, db)
+      return new Store(dir, new SqliteDb(db, file))
     }
     fs.mkdirSync(path.join(dir, "objects"), { recursive: true })
     fs.mkdirSync(path.join(dir, "tmp"), { recursive: true })
-    const db = openDb(path.join(dir, "db.sqlite"))
+    const file = path.join(dir, "db.sqlite")
+    const db = openDb(file)
     db.pragma("busy_timeout = 10000")
     retryBusy(() => {
       if (db.pragma("journal_mode", { simple: true }) !== "wal") db.pragma("journal_mode = WAL")
     })
     db.pragma("synchronous = NORMAL")
     db.pragma("foreign_keys = ON")
-    const store = new Store(dir, db)
+    const store = new Store(dir, new SqliteDb(db, file))
     retryBusy(() => store.migrate())
     retryBusy(() => store.reapCrashed())
     return store
+  }
+
+  /**
+   * A shared store: rows in PostgreSQL, objects in a bucket (read through
+   * this machine's cache in `local`/objects) or in a shared directory.
+   * `migrate: false` opens a database `tunegraph store init` prepared
+   * without touching its schema (a reader's role may not change it).
+   */
+  static openShared(config: SharedStoreConfig, options: { readonly migrate?: boolean } = {}): Store {
+    const db = PostgresDb.connect(config.database)
+    try {
+      let places: { objectsDir?: string; tmpDir?: string; remote?: ObjectBackend }
+      if (/^s3:\/\//.test(config.objects)) {
+        places = { remote: S3Objects.open(db.remote, config.objects) }
+      } else {
+        const root = path.resolve(config.objects)
+        places = { objectsDir: path.join(root, "objects"), tmpDir: path.join(root, "tmp") }
+      }
+      fs.mkdirSync(places.objectsDir ?? path.join(config.local, "objects"), { recursive: true })
+      fs.mkdirSync(places.tmpDir ?? path.join(config.local, "tmp"), { recursive: true })
+      const store = new Store(config.local, db, places)
+      if (options.migrate !== false) store.migrate()
+      else store.requireSchema()
+      store.reapCrashed()
+      return store
+    } catch (e) {
+      db.close()
+      throw e
+    }
   }
 
   /**
@@ -196,12 +260,13 @@ export class Store {
   }
 
   close() {
+    this.flushChunkUses()
     this.db.close()
   }
 
-  private readonly statements = new Map<string, Database.Statement>()
+  private readonly statements = new Map<string, Stmt>()
   /** A prepared statement, compiled once per store. */
-  sql(text: string): Database.Statement {
+  sql(text: string): Stmt {
     let st = this.statements.get(text)
     if (st === undefined) {
       st = this.db.prepare(text)
@@ -210,23 +275,60 @@ export class Store {
     return st
   }
 
-  private migrate() {
-    const current = this.db.pragma("user_version", { simple: true }) as number
+  /** Brings the schema up to date (SQLite's user_version, or PostgreSQL's schema_migrations). */
+  migrate() {
+    if (this.db.dialect === "postgres") {
+      this.db.transaction(() => {
+        // one process migrates at a time; the others wait here, then find nothing to do
+        this.sql("SELECT pg_advisory_xact_lock(7262001)").get()
+        this.db.exec(
+          "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        const now = Number(
+          this.sql("SELECT coalesce(max(version), 0) AS v FROM schema_migrations").pluck().get(),
+        )
+        if (now > postgresMigrations.length)
+          throw new Error(
+            `the shared store at ${this.db.where} has schema ${now}, newer than this tunegraph knows (${postgresMigrations.length})`,
+          )
+        for (let i = now; i < postgresMigrations.length; i++) {
+          this.db.exec(postgresMigrations[i]!)
+          this.sql("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)").run(i + 1, Date.now())
+        }
+      })
+      return
+    }
+    const db = this.sqlite
+    const current = db.pragma("user_version", { simple: true }) as number
     if (current > migrations.length)
       throw new Error(
         `store ${this.dir} has schema ${current}, newer than this tunegraph knows (${migrations.length})`,
       )
     if (current === migrations.length) return
     // IMMEDIATE: two processes opening a new store at once must not both migrate.
-    this.db
-      .transaction(() => {
-        const now = this.db.pragma("user_version", { simple: true }) as number
-        for (let i = now; i < migrations.length; i++) {
-          this.db.exec(migrations[i]!)
-          this.db.pragma(`user_version = ${i + 1}`)
-        }
-      })
-      .immediate()
+    this.db.transaction(() => {
+      const now = db.pragma("user_version", { simple: true }) as number
+      for (let i = now; i < migrations.length; i++) {
+        db.exec(migrations[i]!)
+        db.pragma(`user_version = ${i + 1}`)
+      }
+    }, true)
+  }
+
+  /** The schema version a shared store's database has, 0 before `tunegraph store init`. */
+  schemaVersion(): number {
+    if (this.db.dialect === "sqlite") return this.sqlite.pragma("user_version", { simple: true }) as number
+    const has = this.sql("SELECT to_regclass('schema_migrations') IS NOT NULL AS ok").pluck().get()
+    if (has !== true) return 0
+    return Number(this.sql("SELECT coalesce(max(version), 0) FROM schema_migrations").pluck().get())
+  }
+
+  private requireSchema() {
+    const v = this.schemaVersion()
+    if (v < postgresMigrations.length)
+      throw new Error(
+        `the shared store at ${this.db.where} is at schema ${v} of ${postgresMigrations.length}: run \`tunegraph store init\` first`,
+      )
   }
 
   objectPath(digest: string): string {
@@ -274,10 +376,84 @@ export class Store {
     }))
   }
 
-  /** True when the object is on disk with the size recorded for it (cheap: stats only). */
+  /**
+   * True when the object is on disk with the size recorded for it (cheap:
+   * stats only), or, for a store whose objects are in a bucket, there with
+   * the sizes of its files.
+   */
   objectIntact(digest: string): boolean {
     const art = this.artifact(digest)
     if (art === undefined) return false
+    if (this.localIntact(digest, art)) return true
+    return this.remote?.present(digest, this.filesOf(digest, art)) === true
+  }
+
+  /** What a bucket needs to know of an object: its size, or its files' paths and sizes. */
+  private filesOf(digest: string, art: { isDir: boolean; size: number }) {
+    return {
+      isDir: art.isDir,
+      size: art.size,
+      entries: art.isDir
+        ? (this.sql("SELECT path, size FROM artifact_files WHERE digest = ? ORDER BY path").all(
+            digest,
+          ) as Array<{
+            path: string
+            size: number
+          }>)
+        : [],
+    }
+  }
+
+  /**
+   * Makes a stored object readable at objectPath on this machine: for a
+   * store whose objects are in a bucket, downloads it into this machine's
+   * cache once (checked against its digest, read-only like any object).
+   * Digests the store holds no object for (sources) are left alone.
+   */
+  materialize(digest: string) {
+    if (this.remote === undefined) return
+    const art = this.artifact(digest)
+    if (art === undefined || this.localIntact(digest, art)) return
+    const tmp = this.makeTmp("fetch")
+    try {
+      const dest = path.join(tmp, "object")
+      const files = this.filesOf(digest, art)
+      const modes = new Map<string, number>()
+      if (art.isDir) {
+        for (const r of this.sql("SELECT path, mode FROM artifact_files WHERE digest = ?").all(
+          digest,
+        ) as Array<{
+          path: string
+          mode: number
+        }>) {
+          modes.set(r.path, r.mode)
+          fs.mkdirSync(path.dirname(path.join(dest, r.path)), { recursive: true })
+        }
+        fs.mkdirSync(dest, { recursive: true })
+      }
+      this.remote.pull(digest, dest, files)
+      for (const [rel, mode] of modes) if (mode === 755) fs.chmodSync(path.join(dest, rel), 0o755)
+      const h = art.isDir ? hashDirSync(dest) : hashFileSync(dest)
+      if (h.digest !== digest)
+        throw new Error(
+          `object ${digest} from ${this.remote.where} is damaged: its content hashes to ${h.digest} (run tunegraph verify)`,
+        )
+      const stored: StoredObject = {
+        digest,
+        size: h.size,
+        isDir: art.isDir,
+        entries: "entries" in h ? (h.entries as ReadonlyArray<ManifestEntry>) : [],
+      }
+      const final = this.objectPath(digest)
+      if (fs.existsSync(final)) removeTree(final)
+      this.place(dest, stored)
+    } finally {
+      removeTree(tmp)
+    }
+  }
+
+  /** The object is in this machine's objects/ with the sizes recorded for it. */
+  private localIntact(digest: string, art: ArtifactRow): boolean {
     const p = this.objectPath(digest)
     try {
       if (!art.isDir) {
@@ -341,12 +517,37 @@ export class Store {
       stored = { digest: h.digest, size: h.size, isDir: false, entries: [] }
     } else throw new Error(`output ${src} is neither a file nor a directory`)
     const dest = this.objectPath(stored.digest)
-    if (fs.existsSync(dest)) {
-      if (intactOnDisk(dest, stored)) return { ...stored, spare: src }
-      removeTree(dest)
+    if (fs.existsSync(dest) && intactOnDisk(dest, stored)) stored = { ...stored, spare: src }
+    else {
+      if (fs.existsSync(dest)) removeTree(dest)
+      this.place(src, stored)
     }
-    this.place(src, stored)
+    // A bucket gets the object before the transaction that records it.
+    this.remote?.push(stored.digest, stored.spare ?? dest, stored)
     return stored
+  }
+
+  /**
+   * Runs `f`, the one transaction that records `objects`, where the objects
+   * are in a bucket: under a lock per digest that gc takes too before it
+   * deletes one, each object is checked to be in the bucket, and pushed
+   * again (the transaction retried) where gc took it since it was pushed.
+   */
+  private commitObjects<A>(objects: ReadonlyArray<StoredObject>, f: () => A): A {
+    const remote = this.remote
+    if (remote === undefined || objects.length === 0) return this.db.transaction(f, true)
+    const digests = [...new Set(objects.map((o) => o.digest))].sort()
+    for (let attempt = 1; ; attempt++) {
+      const gone: StoredObject[] = []
+      const a = this.db.transaction(() => {
+        for (const d of digests) this.sql("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))").get(d)
+        for (const o of objects) if (!remote.present(o.digest, o)) gone.push(o)
+        return gone.length === 0 ? f() : undefined
+      }, true)
+      if (gone.length === 0) return a as A
+      if (attempt >= 5) throw new Error(`objects keep disappearing from ${remote.where} while being recorded`)
+      for (const o of gone) remote.push(o.digest, o.spare ?? this.objectPath(o.digest), o)
+    }
   }
 
   /** Renames a hashed, fsynced copy into objects/: read-only all the way down, every directory durable. */
@@ -406,18 +607,19 @@ export class Store {
     exec: ExecutionRecord,
     artifacts: ReadonlyArray<{ object: StoredObject; kind: string; meta: unknown }> = [],
   ): number {
-    const id = this.db.transaction(() => this.recordUnsafe(exec, artifacts)).immediate()
+    const id = this.commitObjects(
+      artifacts.map((a) => a.object),
+      () => this.recordUnsafe(exec, artifacts),
+    )
     for (const a of artifacts) this.settle(a.object)
     return id
   }
 
   /** Many executions at once (the cached steps of a no-op run). */
   recordMany(execs: ReadonlyArray<ExecutionRecord>) {
-    this.db
-      .transaction(() => {
-        for (const e of execs) this.recordUnsafe(e, [])
-      })
-      .immediate()
+    this.db.transaction(() => {
+      for (const e of execs) this.recordUnsafe(e, [])
+    }, true)
   }
 
   private recordUnsafe(
@@ -520,6 +722,7 @@ export class Store {
     }
     this.pendingUses.push([runId, node, key])
     if (this.pendingUses.length >= 256) this.flushChunkUses()
+    this.materialize(found.digest)
     return this.objectPath(found.digest)
   }
 
@@ -533,7 +736,7 @@ export class Store {
     const ins = this.sql("INSERT OR IGNORE INTO chunk_uses (run_id, node, chunk_key) VALUES (?, ?, ?)")
     this.db.transaction(() => {
       for (const u of uses) ins.run(...u)
-    })()
+    })
   }
 
   /** A chunk entry's object and whether it is on disk with its recorded size (stats only). */
@@ -546,10 +749,11 @@ export class Store {
     if (row.is_dir === 1) return { digest: row.digest, intact: this.objectIntact(row.digest) }
     try {
       const st = fs.statSync(this.objectPath(row.digest))
-      return { digest: row.digest, intact: st.isFile() && st.size === row.size }
+      if (st.isFile() && st.size === row.size) return { digest: row.digest, intact: true }
     } catch {
-      return { digest: row.digest, intact: false }
+      // not on this machine
     }
+    return { digest: row.digest, intact: this.remote !== undefined && this.objectIntact(row.digest) }
   }
 
   /** A chunk entry's stored path when its object is intact, recording nothing (for `plan`). */
@@ -566,20 +770,21 @@ export class Store {
   chunkCommit(key: string, src: string, step: string, runId: string, node: string): string {
     const object = this.putObject(src)
     this.flushChunkUses()
-    this.db
-      .transaction(() => {
-        const now = Date.now()
-        this.insertArtifact({ object, kind: "Chunk", meta: null }, now)
-        this.sql(
-          "INSERT OR REPLACE INTO chunks (chunk_key, digest, step, created_at) VALUES (?, ?, ?, ?)",
-        ).run(key, object.digest, step, now)
-        this.sql("INSERT OR IGNORE INTO chunk_uses (run_id, node, chunk_key) VALUES (?, ?, ?)").run(
-          runId,
-          node,
-          key,
-        )
-      })
-      .immediate()
+    this.commitObjects([object], () => {
+      const now = Date.now()
+      this.insertArtifact({ object, kind: "Chunk", meta: null }, now)
+      this.sql("INSERT OR REPLACE INTO chunks (chunk_key, digest, step, created_at) VALUES (?, ?, ?, ?)").run(
+        key,
+        object.digest,
+        step,
+        now,
+      )
+      this.sql("INSERT OR IGNORE INTO chunk_uses (run_id, node, chunk_key) VALUES (?, ?, ?)").run(
+        runId,
+        node,
+        key,
+      )
+    })
     this.settle(object)
     return this.objectPath(object.digest)
   }
@@ -624,10 +829,15 @@ export class Store {
 
   // ---------------------------------------------------------------- stat cache
 
+  /** A stat entry's key: the path, and in a shared store the machine too (each has its own files). */
+  statKey(file: string): string {
+    return this.shared ? `${HOST}:${file}` : file
+  }
+
   statLookup(file: string, st: StatRow): string | undefined {
     const row = this.sql(
       "SELECT dev, ino, size, mtime_ns, ctime_ns, digest, racy FROM stat_cache WHERE path = ?",
-    ).get(file) as
+    ).get(this.statKey(file)) as
       | {
           dev: number
           ino: number
@@ -659,7 +869,7 @@ export class Store {
     const racy = nowNs - st.mtimeNs < RACY_WINDOW_NS ? 1 : 0
     this.sql(
       "INSERT OR REPLACE INTO stat_cache (path, dev, ino, size, mtime_ns, ctime_ns, digest, racy) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    ).run(file, st.dev, st.ino, st.size, String(st.mtimeNs), String(st.ctimeNs), digest, racy)
+    ).run(this.statKey(file), st.dev, st.ino, st.size, String(st.mtimeNs), String(st.ctimeNs), digest, racy)
   }
 
   /** Keeps the line index made while a file with this digest was hashed (core/Chunks.ts LineIndex). */
@@ -685,34 +895,31 @@ export class Store {
    */
   tryLease(key: string, runId: string): { ok: true } | { ok: false; holder: string } {
     const now = Date.now()
-    return this.db
-      .transaction(() => {
-        const row = this.sql("SELECT run_id, pid, host, heartbeat_at FROM leases WHERE step_key = ?").get(
-          key,
-        ) as { run_id: string; pid: number; host: string; heartbeat_at: number } | undefined
-        if (row !== undefined) {
-          const mine = row.pid === process.pid && row.host === HOST && row.run_id === runId
-          const dead =
-            (row.host === HOST && !processAlive(row.pid)) || now - row.heartbeat_at > LEASE_STALE_MS
-          if (!mine && !dead)
-            return { ok: false as const, holder: `run ${row.run_id} (pid ${row.pid} on ${row.host})` }
-        }
-        this.sql(
-          "INSERT OR REPLACE INTO leases (step_key, run_id, pid, host, acquired_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)",
-        ).run(key, runId, process.pid, HOST, now, now)
-        return { ok: true as const }
-      })
-      .immediate()
+    return this.db.transaction(() => {
+      // PostgreSQL: a lock on the key itself, held to the end of the transaction (the row may not exist yet)
+      if (this.shared) this.sql("SELECT pg_advisory_xact_lock(hashtextextended(?, 1))").get(key)
+      const row = this.sql("SELECT run_id, pid, host, heartbeat_at FROM leases WHERE step_key = ?").get(
+        key,
+      ) as { run_id: string; pid: number; host: string; heartbeat_at: number } | undefined
+      if (row !== undefined) {
+        const mine = row.pid === process.pid && row.host === HOST && row.run_id === runId
+        const dead = (row.host === HOST && !processAlive(row.pid)) || now - row.heartbeat_at > LEASE_STALE_MS
+        if (!mine && !dead)
+          return { ok: false as const, holder: `run ${row.run_id} (pid ${row.pid} on ${row.host})` }
+      }
+      this.sql(
+        "INSERT OR REPLACE INTO leases (step_key, run_id, pid, host, acquired_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)",
+      ).run(key, runId, process.pid, HOST, now, now)
+      return { ok: true as const }
+    }, true)
   }
 
   heartbeat(keys: ReadonlyArray<string>) {
     const st = this.sql("UPDATE leases SET heartbeat_at = ? WHERE step_key = ? AND pid = ? AND host = ?")
     const now = Date.now()
-    this.db
-      .transaction(() => {
-        for (const k of keys) st.run(now, k, process.pid, HOST)
-      })
-      .immediate()
+    this.db.transaction(() => {
+      for (const k of keys) st.run(now, k, process.pid, HOST)
+    }, true)
   }
 
   releaseLease(key: string, runId: string) {

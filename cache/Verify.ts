@@ -16,8 +16,10 @@ export interface VerifyReport {
 
 export const verifyStore = (store: Store): VerifyReport => {
   const problems: string[] = []
-  const ic = store.db.pragma("integrity_check", { simple: true })
-  if (ic !== "ok") problems.push(`sqlite integrity_check: ${String(ic)}`)
+  if (!store.shared) {
+    const ic = store.sqlite.pragma("integrity_check", { simple: true })
+    if (ic !== "ok") problems.push(`sqlite integrity_check: ${String(ic)}`)
+  }
   const dangling = store.db
     .prepare(
       `SELECT o.digest FROM execution_outputs o JOIN executions e ON e.id = o.execution_id

@@ -469,6 +469,8 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
         Effect.gen(function* () {
           const name = node.name
           emit({ type: "start", node: name, plugin: node.plugin.name })
+          // A shared store's objects come down to this machine's cache only for the steps that read them.
+          for (const a of Object.values(artifacts).flat()) if (a !== undefined) store.materialize(a.digest)
           const tmp = store.makeTmp(name)
           const outDir = path.join(tmp, "out")
           const scratch = path.join(tmp, "scratch")

@@ -37,7 +37,8 @@ export const parseArgs = (
       name = name.slice(0, eq)
     }
     name = aliases[name] ?? name
-    const kind = spec[name]
+    // every command that takes --store takes --objects, a shared store's other half
+    const kind = spec[name] ?? (name === "objects" && spec.store === "string" ? "string" : undefined)
     if (kind === undefined) throw new UsageError(`unknown option --${name}`)
     if (kind === "boolean") {
       if (value !== undefined) throw new UsageError(`--${name} takes no value`)

@@ -16,7 +16,7 @@ export const cmdGc = (argv: ReadonlyArray<string>): number =>
       json: "boolean",
       store: "string",
     })
-    const store = openExistingStore(str(args, "store"))
+    const store = openExistingStore(args)
     try {
       const r = collectGarbage(store, {
         keepLast: int(args, "keep-last") ?? 3,
@@ -46,7 +46,7 @@ const pinning = (argv: ReadonlyArray<string>, on: boolean): number =>
     const ref = args.positionals[0]
     if (ref === undefined)
       throw new UsageError(`usage: tunegraph ${on ? "pin" : "unpin"} <digest | node | exported path>`)
-    const store = openExistingStore(str(args, "store"))
+    const store = openExistingStore(args)
     try {
       const target = resolveTarget(store, ref)
       // A node means every output of its latest execution.

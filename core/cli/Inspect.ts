@@ -1,17 +1,10 @@
 /** `runs`, `show` and `verify`: reading the store back. */
 import * as fs from "node:fs"
-import { Store } from "../../cache/Store.ts"
+import type { Store } from "../../cache/Store.ts"
 import { verifyStore } from "../../cache/Verify.ts"
-import { bool, int, parseArgs, str, UsageError } from "./Args.ts"
-import { storeDir } from "./Locate.ts"
+import { bool, int, parseArgs, UsageError } from "./Args.ts"
 import { bold, dim, green, red, seconds, yellow } from "./Output.ts"
-
-const openStore = (flag: string | undefined) => {
-  const dir = storeDir(flag)
-  if (!fs.existsSync(`${dir}/db.sqlite`))
-    throw new UsageError(`no tunegraph store at ${dir}: run a pipeline first, or pass --store`)
-  return Store.open(dir)
-}
+import { openExistingStore } from "./StoreArg.ts"
 
 interface RunRow {
   id: string
@@ -37,7 +30,7 @@ const counts = (store: Store, runId: string) =>
 
 export const cmdRuns = (argv: ReadonlyArray<string>): number => {
   const args = parseArgs(argv, { json: "boolean", store: "string", limit: "string" })
-  const store = openStore(str(args, "store"))
+  const store = openExistingStore(args)
   const limit = int(args, "limit") ?? 20
   const rows = store.db
     .prepare("SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT ?")
@@ -92,7 +85,7 @@ export const cmdShow = (argv: ReadonlyArray<string>): number => {
   const args = parseArgs(argv, { json: "boolean", store: "string" })
   const ref = args.positionals[0]
   if (ref === undefined) throw new UsageError("usage: tunegraph show <run|last>")
-  const store = openStore(str(args, "store"))
+  const store = openExistingStore(args)
   const r = resolveRun(store, ref)
   const execs = store.db
     .prepare(
@@ -204,7 +197,7 @@ const trialTables = (
 
 export const cmdVerify = (argv: ReadonlyArray<string>): number => {
   const args = parseArgs(argv, { json: "boolean", store: "string" })
-  const store = openStore(str(args, "store"))
+  const store = openExistingStore(args)
   const report = verifyStore(store)
   store.close()
   if (bool(args, "json")) process.stdout.write(`${JSON.stringify(report)}\n`)

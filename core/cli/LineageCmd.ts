@@ -24,7 +24,7 @@ const lineageCmd = (argv: ReadonlyArray<string>): number => {
   const ref = args.positionals[0]
   if (ref === undefined)
     throw new UsageError("usage: tunegraph lineage <artifact digest | node | exported path> [--json | --dot]")
-  const store = openExistingStore(str(args, "store"))
+  const store = openExistingStore(args)
   try {
     const run = str(args, "run")
     const l = lineage(store, resolveTarget(store, ref, run === undefined ? undefined : runRef(store, run)))
@@ -84,7 +84,7 @@ const diffCmd = (argv: ReadonlyArray<string>): number => {
   const [ra, rb] = args.positionals
   if (ra === undefined || rb === undefined)
     throw new UsageError("usage: tunegraph diff <runA> <runB> [--json]")
-  const store = openExistingStore(str(args, "store"))
+  const store = openExistingStore(args)
   try {
     const d = diffRuns(store, runRef(store, ra), runRef(store, rb))
     if (bool(args, "json")) {

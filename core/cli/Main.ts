@@ -5,7 +5,7 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { Cause, Effect, Exit, Fiber } from "effect"
-import { Store } from "../../cache/Store.ts"
+import type { Store } from "../../cache/Store.ts"
 import { LoadError, loadPipeline } from "../Loader.ts"
 import { ParamError, parseOverride } from "../Params.ts"
 import { PipelineError } from "../Pipeline.ts"
@@ -13,9 +13,9 @@ import { plan } from "../Plan.ts"
 import { RunError, type RunResult, run } from "../Run.ts"
 import { SourceError } from "../Sources.ts"
 import { bool, int, list, type Parsed, parseArgs, str, UsageError } from "./Args.ts"
-import { storeDir } from "./Locate.ts"
 import { bold, dim, makeReporter, red, seconds, summaryLine } from "./Output.ts"
 import { defaultCpus, defaultGpus } from "./Slots.ts"
+import { openStoreFor } from "./StoreArg.ts"
 
 const BASE_HELP = `tunegraph: typed, incremental pipelines for LLM fine-tuning
 
@@ -152,7 +152,7 @@ export const preparePipeline = async (args: Parsed, command: string): Promise<Pr
   if (file === undefined) throw new UsageError(`usage: tunegraph ${command} <pipeline.ts>`)
   const abs = path.resolve(file)
   if (!fs.existsSync(abs)) throw new UsageError(`pipeline file ${file} does not exist`)
-  const store = Store.open(storeDir(str(args, "store"), abs))
+  const store = openStoreFor(args, abs)
   const pipeline = await loadPipeline(abs, path.join(store.dir, "compiled"))
   return { store, file: abs, pipeline, args }
 }

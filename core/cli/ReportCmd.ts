@@ -12,7 +12,7 @@ export const cmdReport = (argv: ReadonlyArray<string>): number =>
     const ref = args.positionals[0] ?? "last"
     if (args.positionals.length > 1)
       throw new UsageError("usage: tunegraph report [<run>|last] [-o report.html]")
-    const store = openExistingStore(str(args, "store"))
+    const store = openExistingStore(args)
     try {
       const id = runRef(store, ref)
       const data = reportData(store, id)

@@ -19,7 +19,7 @@ export const cmdReproduce = async (argv: ReadonlyArray<string>): Promise<number>
   const ref = args.positionals[0]
   if (ref === undefined)
     throw new UsageError("usage: tunegraph reproduce <artifact digest | node | exported path> [--json]")
-  const store = openExistingStore(str(args, "store"))
+  const store = openExistingStore(args)
   try {
     const digest = asUsage(() => {
       const target = resolveTarget(store, ref)

@@ -1,10 +1,58 @@
-/** Opening the store a command reads: it must exist already (nothing to inspect otherwise). */
+/** Opening the store a command works on: an embedded store's directory, or a shared store. */
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { Store } from "../../cache/Store.ts"
-import { UsageError } from "./Args.ts"
+import { type SharedStoreConfig, Store } from "../../cache/Store.ts"
+import { type Parsed, str, UsageError } from "./Args.ts"
 import { resolveRun } from "./Inspect.ts"
-import { storeDir } from "./Locate.ts"
+import { projectRoot, storeDir } from "./Locate.ts"
+
+/** A database URL names a shared store; anything else is an embedded store's directory. */
+export const isDatabaseUrl = (s: string | undefined): s is string =>
+  s !== undefined && /^postgres(ql)?:\/\//.test(s)
+
+/**
+ * The shared store `--store postgres://...` (or TUNEGRAPH_STORE) names, with
+ * its objects from --objects (or TUNEGRAPH_OBJECTS); undefined for an
+ * embedded store. This machine's own part (its object cache, tmp/,
+ * checkpoints/) is TUNEGRAPH_LOCAL, else .tunegraph/ at the project root.
+ */
+export const sharedConfig = (args: Parsed, pipelineFile?: string): SharedStoreConfig | undefined => {
+  const flag = str(args, "store") ?? (process.env.TUNEGRAPH_STORE || undefined)
+  const objects = str(args, "objects") ?? (process.env.TUNEGRAPH_OBJECTS || undefined)
+  if (!isDatabaseUrl(flag)) {
+    if (str(args, "objects") !== undefined)
+      throw new UsageError("--objects goes with a shared store: --store postgres://...")
+    return undefined
+  }
+  if (objects === undefined)
+    throw new UsageError(
+      "a shared store needs its objects: --objects s3://bucket/prefix or a directory every machine mounts (or TUNEGRAPH_OBJECTS)",
+    )
+  const local =
+    process.env.TUNEGRAPH_LOCAL ||
+    path.join(
+      projectRoot(pipelineFile === undefined ? process.cwd() : path.dirname(path.resolve(pipelineFile))),
+      ".tunegraph",
+    )
+  return { database: flag, objects, local: path.resolve(local) }
+}
+
+/** The store a pipeline runs against, made when it does not exist yet. */
+export const openStoreFor = (args: Parsed, pipelineFile: string): Store => {
+  const shared = sharedConfig(args, pipelineFile)
+  if (shared !== undefined) return openShared(shared)
+  return Store.open(storeDir(str(args, "store"), pipelineFile))
+}
+
+const openShared = (config: SharedStoreConfig, options: { migrate?: boolean } = {}): Store => {
+  try {
+    return Store.openShared(config, options)
+  } catch (e) {
+    if ((e as Error).name === "RemoteError" || /store init/.test((e as Error).message))
+      throw new UsageError((e as Error).message)
+    throw e
+  }
+}
 
 export const existingStoreDir = (flag: string | undefined): string => {
   const dir = storeDir(flag)
@@ -13,7 +61,12 @@ export const existingStoreDir = (flag: string | undefined): string => {
   return dir
 }
 
-export const openExistingStore = (flag: string | undefined): Store => Store.open(existingStoreDir(flag))
+/** Opening the store a command reads: it must exist already (nothing to inspect otherwise). */
+export const openExistingStore = (args: Parsed): Store => {
+  const shared = sharedConfig(args)
+  if (shared !== undefined) return openShared(shared, { migrate: false })
+  return Store.open(existingStoreDir(str(args, "store")))
+}
 
 /** Bytes for people: 1.2 MB. */
 export const bytes = (n: number): string =>

@@ -1,14 +1,13 @@
 /** `tunegraph watch`: re-run a pipeline whenever what it reads changes, until Ctrl-C. */
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { Store } from "../../cache/Store.ts"
 import type { StepOutcome } from "../Run.ts"
 import { type Cycle, watchPipeline } from "../Watch.ts"
 import { bool, int, list, parseArgs, str, UsageError } from "./Args.ts"
-import { storeDir } from "./Locate.ts"
 import { mlflowLogging } from "./Main.ts"
 import { bold, dim, makeReporter, red, summaryLine, yellow } from "./Output.ts"
 import { defaultCpus, defaultGpus } from "./Slots.ts"
+import { openStoreFor } from "./StoreArg.ts"
 
 const stepJson = (s: StepOutcome) => ({
   node: s.node,
@@ -43,7 +42,7 @@ export const cmdWatch = async (argv: ReadonlyArray<string>): Promise<number> => 
     throw new UsageError("usage: tunegraph watch <pipeline.ts> [--set NODE.PARAM=VALUE]... [--json]")
   const abs = path.resolve(file)
   if (!fs.existsSync(abs)) throw new UsageError(`pipeline file ${file} does not exist`)
-  const store = Store.open(storeDir(str(args, "store"), abs))
+  const store = openStoreFor(args, abs)
   const json = bool(args, "json")
   const reporter = makeReporter({ verbose: bool(args, "verbose"), quiet: json || bool(args, "quiet") })
   const rel = (p: string) => path.relative(process.cwd(), p) || p

@@ -165,7 +165,7 @@ export const cmdMlflow = async (argv: ReadonlyArray<string>): Promise<number> =>
   const [sub, ...rest] = argv
   if (sub !== "sync") throw new UsageError(USAGE)
   const args = parseArgs(rest, { mlflow: "string", experiment: "string", store: "string", json: "boolean" })
-  const store = openExistingStore(str(args, "store"))
+  const store = openExistingStore(args)
   try {
     const refs = args.positionals
     const runs = refs.length === 0 ? pendingRuns(store) : refs.map((r) => runRef(store, r))
