@@ -9,6 +9,7 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import Database from "better-sqlite3"
+import { PostgresDb } from "./Db.ts"
 import { migrations } from "./Migrations.ts"
 import { Store } from "./Store.ts"
 
@@ -99,8 +100,13 @@ export interface QueryResult {
   readonly rows: ReadonlyArray<ReadonlyArray<unknown>>
 }
 
+interface Reader {
+  run(sql: string, keyword: string, params: ReadonlyArray<unknown>): QueryResult
+  close(): void
+}
+
 export class QueryConnection {
-  private constructor(private readonly db: Database.Database) {}
+  private constructor(private readonly reader: Reader) {}
 
   static open(storeDir: string): QueryConnection {
     const file = path.join(storeDir, "db.sqlite")
@@ -122,13 +128,66 @@ export class QueryConnection {
     // The short names shadow the tables for this connection only (temp schema is searched first).
     for (const v of VIEWS) db.exec(`CREATE TEMP VIEW ${v.name} AS SELECT * FROM main.v_${v.name}`)
     db.pragma("query_only = ON")
-    return new QueryConnection(db)
+    return new QueryConnection(sqliteReader(db))
+  }
+
+  /**
+   * Queries on a shared store's database: each statement in a READ ONLY
+   * transaction, as the role READER_ROLE (`tunegraph store init` makes it,
+   * with SELECT on the views only) when this login may take it.
+   */
+  static openShared(store: Store): QueryConnection {
+    const db = store.db
+    if (!(db instanceof PostgresDb)) throw new QueryError(`${store.where} is not a shared store`)
+    const q = (sql: string) => db.remote.call<{ rows: unknown[][] }>("query", sql, [], "array")
+    for (const v of VIEWS) q(`CREATE TEMP VIEW ${v.name} AS SELECT * FROM public.v_${v.name}`)
+    const role = q(
+      `SELECT 1 FROM pg_roles r WHERE r.rolname = '${READER_ROLE}' AND pg_has_role(current_user, r.oid, 'MEMBER')`,
+    )
+    if (role.rows.length > 0) {
+      for (const v of VIEWS) q(`GRANT SELECT ON pg_temp.${v.name} TO ${READER_ROLE}`)
+      q(`SET ROLE ${READER_ROLE}`)
+    }
+    q("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    return new QueryConnection({
+      run: (sql, keyword, params) => {
+        if (keyword === "PRAGMA") throw refuse("PRAGMA (a SQLite statement) on a PostgreSQL store")
+        q("BEGIN READ ONLY")
+        try {
+          const r = db.remote.call<{ rows: unknown[][]; fields: string[] }>("query", sql, params, "array")
+          return { columns: r.fields, rows: r.rows }
+        } catch (e) {
+          const msg = (e as Error).message.replace(/^PostgreSQL at [^:]*:[^:]*:\S*: /, "")
+          if (/read-only transaction/i.test(msg)) throw refuse("writing")
+          if (/permission denied/i.test(msg)) throw refuse(`reading past the views (${msg})`)
+          if (/cannot insert multiple commands/i.test(msg))
+            throw new QueryError("one statement at a time, please")
+          throw new QueryError(`SQL error: ${msg}`)
+        } finally {
+          q("ROLLBACK")
+        }
+      },
+      close: () => store.close(),
+    })
   }
 
   run(sql: string, params: ReadonlyArray<unknown> = []): QueryResult {
     const keyword = firstKeyword(sql)
     if (keyword === "") throw new QueryError("empty query")
     if (!ALLOWED.has(keyword)) throw refuse(`${keyword}`)
+    return this.reader.run(sql, keyword, params)
+  }
+
+  close() {
+    this.reader.close()
+  }
+}
+
+/** The role `tunegraph query` takes on a shared store: SELECT on the views, nothing else. */
+export const READER_ROLE = "tunegraph_reader"
+
+const sqliteReader = (db: Database.Database): Reader => ({
+  run: (sql, keyword, params) => {
     if (keyword === "PRAGMA") {
       const m = /PRAGMA\s+(?:\w+\.)?(\w+)\s*(=|\()?/i.exec(sql)
       const name = m?.[1]?.toLowerCase() ?? ""
@@ -139,7 +198,7 @@ export class QueryConnection {
     }
     let st: Database.Statement
     try {
-      st = this.db.prepare(sql)
+      st = db.prepare(sql)
     } catch (e) {
       const msg = (e as Error).message
       if (/more than one statement/.test(msg)) throw new QueryError("one statement at a time, please")
@@ -156,9 +215,6 @@ export class QueryConnection {
       if (/readonly|not authorized/i.test(msg)) throw refuse("writing")
       throw new QueryError(`SQL error: ${msg}`)
     }
-  }
-
-  close() {
-    this.db.close()
-  }
-}
+  },
+  close: () => db.close(),
+})

@@ -36,6 +36,7 @@ const ops = {
   },
   async query(text, params, rowMode) {
     const r = await client.query({ text, values: params, rowMode: rowMode === "array" ? "array" : undefined })
+    if (Array.isArray(r)) throw new Error("cannot insert multiple commands into one statement")
     return { rows: r.rows, rowCount: r.rowCount ?? 0, fields: (r.fields ?? []).map((f) => f.name) }
   },
   /** Several statements in one round trip to the worker (a transaction's inserts). */

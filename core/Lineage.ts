@@ -201,7 +201,7 @@ const executionFor = (store: Store, digest: string): number => {
 export const resolveTarget = (store: Store, ref: string, run?: string): Target => {
   const node = store
     .sql(
-      `SELECT id FROM executions WHERE node = ? AND (? IS NULL OR run_id = ?)
+      `SELECT id FROM executions WHERE node = ? AND (CAST(? AS TEXT) IS NULL OR run_id = ?)
        AND status IN ('ran','cached') ORDER BY id DESC LIMIT 1`,
     )
     .get(ref, run ?? null, run ?? null) as { id: number } | undefined
@@ -271,7 +271,7 @@ export const metricSummaries = (store: Store, execution: number): Record<string,
          (SELECT value FROM metrics l WHERE l.execution_id = m.execution_id AND l.name = m.name
             ORDER BY l.step IS NULL, l.step DESC, l.rowid DESC LIMIT 1) AS last,
          max(step) AS lastStep
-       FROM metrics m WHERE execution_id = ? GROUP BY name ORDER BY name`,
+       FROM metrics m WHERE execution_id = ? GROUP BY m.execution_id, name ORDER BY name`,
     )
     .all(execution) as Array<{
     name: string

@@ -9,6 +9,7 @@ import {
   asUsage,
   bytes,
   existingStoreDir,
+  isDatabaseUrl,
   openExistingStore,
   quietOnClosedPipe,
   runRef,
@@ -172,7 +173,9 @@ const queryCmd = (argv: ReadonlyArray<string>): number => {
     throw new UsageError(
       'usage: tunegraph query "<SQL>" [--json | --csv]   (tunegraph query --views lists the views)',
     )
-  const conn = QueryConnection.open(existingStoreDir(str(args, "store")))
+  const conn = isDatabaseUrl(str(args, "store") ?? (process.env.TUNEGRAPH_STORE || undefined))
+    ? QueryConnection.openShared(openExistingStore(args))
+    : QueryConnection.open(existingStoreDir(str(args, "store")))
   try {
     const r = conn.run(sql)
     if (bool(args, "json"))

@@ -35,10 +35,13 @@ Usage:
   tunegraph gc [--keep-last N] [--dry-run] [--json]
   tunegraph pin <digest | node | exported path> [--note TEXT]    tunegraph unpin <...>
   tunegraph mlflow sync [<run|last>...] [--mlflow URI] [--experiment NAME] [--json]
+  tunegraph store init [--store postgres://... --objects s3://bucket/prefix|DIR] [--json]
 `
 
 const OPTIONS = `
 Options common to all: --store DIR (or TUNEGRAPH_STORE; default .tunegraph/ at the project root)
+  A shared store: --store postgres://USER@HOST/DB --objects s3://BUCKET/PREFIX or a shared DIR
+  (or TUNEGRAPH_STORE and TUNEGRAPH_OBJECTS); this machine's cache is TUNEGRAPH_LOCAL (default .tunegraph/)
 `
 
 /** Commands contributed by plugins (`generate`, `backends`), loaded only when asked for. */
@@ -92,6 +95,8 @@ export const main = async (
         return (await import("./GcCmd.ts")).cmdUnpin(rest)
       case "mlflow":
         return await (await import("../mlflow/Command.ts")).cmdMlflow(rest)
+      case "store":
+        return (await import("./StoreCmd.ts")).cmdStore(rest)
       case undefined:
       case "help":
       case "--help":

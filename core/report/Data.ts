@@ -194,7 +194,7 @@ export const reportData = (store: Store, runId: string): ReportData => {
           .sql(
             `SELECT name, (SELECT value FROM metrics l WHERE l.execution_id = m.execution_id AND l.name = m.name
                ORDER BY l.step IS NULL, l.step DESC, l.rowid DESC LIMIT 1) AS value
-             FROM metrics m WHERE execution_id = ? GROUP BY name ORDER BY name`,
+             FROM metrics m WHERE execution_id = ? GROUP BY m.execution_id, name ORDER BY name`,
           )
           .all(id) as Array<{ name: string; value: number }>
       ).map((m) => [m.name, m.value]),
