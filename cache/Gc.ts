@@ -255,9 +255,11 @@ export const collectGarbage = (store: Store, options: GcOptions): GcReport => {
        DELETE FROM temp.gc_live; DELETE FROM temp.gc_keep;`,
     )
     // Stat entries of files that are gone only slow down nothing, but they are noise in the store.
+    // (In a shared store each machine's entries are its own, keyed by host: this machine checks its own.)
     const stat = db.prepare("SELECT path FROM stat_cache").pluck().all() as string[]
     const dropStat = db.prepare("DELETE FROM stat_cache WHERE path = ?")
-    for (const p of stat) if (!fs.existsSync(p)) dropStat.run(p)
+    const own = store.statKey("")
+    for (const p of stat) if (p.startsWith(own) && !fs.existsSync(p.slice(own.length))) dropStat.run(p)
     db.exec("DELETE FROM line_indexes WHERE digest NOT IN (SELECT digest FROM stat_cache)")
     marked = {
       keptRuns: runs.length - deletedRuns,
@@ -336,6 +338,32 @@ export const collectGarbage = (store: Store, options: GcOptions): GcReport => {
     if (!dryRun && safeReaddir(dir).length === 0) fs.rmSync(dir, { recursive: true, force: true })
   }
   if (!dryRun) removeTree(trash)
+
+  // A bucket (the local objects/ above is then this machine's cache): the same two sweeps, each
+  // deletion under the digest's lock, which a run recording that digest takes too (Store.commitObjects).
+  const remote = store.remote
+  if (remote !== undefined) {
+    const removeRemote = (digest: string): boolean => {
+      if (dryRun) return hasRow.get(digest) === undefined
+      return db.transaction(() => {
+        db.prepare("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))").get(digest)
+        if (hasRow.get(digest) !== undefined) return false
+        remote.remove(digest)
+        return true
+      })
+    }
+    const listed = remote.list()
+    const inBucket = new Set(listed.map((o) => o.digest))
+    for (const d of marked.doomed)
+      if (inBucket.has(d.digest) && removeRemote(d.digest) && !gone.has(d.digest)) {
+        artifactBytes += d.size
+        gone.add(d.digest)
+      }
+    for (const o of listed) {
+      if (gone.has(o.digest) || o.modified >= cutoff || hasRow.get(o.digest) !== undefined) continue
+      if (removeRemote(o.digest)) garbage++
+    }
+  }
 
   // tmp/: entries of processes that are gone.
   let tmp = 0

@@ -31,8 +31,8 @@ export interface ObjectBackend {
   present(digest: string, obj: ObjectFiles): boolean
   /** Downloads the object's files under `dest` (a file, or a directory made here). */
   pull(digest: string, dest: string, obj: ObjectFiles): void
-  /** Deletes the object's keys. */
-  remove(digest: string, obj: ObjectFiles): void
+  /** Deletes the object's keys (all of them: its rows may be gone already). */
+  remove(digest: string): void
   /** Every object in the bucket: its digest and its newest key's time (ms). */
   list(): Array<{ digest: string; modified: number }>
   /** Creates the bucket when it does not exist; true when it was created. */
@@ -54,7 +54,7 @@ export class S3Objects implements ObjectBackend {
     if (m === null || m[1] === "") throw new Error(`${url}: an object store is s3://bucket/prefix`)
     const prefix = m[2]!.replace(/\/+$/, "")
     const endpoint = process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL
-    remote.call("s3Init", {
+    remote.callAs(url, "s3Init", {
       bucket: m[1],
       region: process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? "us-east-1",
       endpoint,
@@ -62,6 +62,10 @@ export class S3Objects implements ObjectBackend {
       forcePathStyle: endpoint !== undefined,
     })
     return new S3Objects(remote, `s3://${m[1]}${prefix === "" ? "" : `/${prefix}`}`, prefix)
+  }
+
+  private call<A>(op: string, ...args: ReadonlyArray<unknown>): A {
+    return this.remote.callAs<A>(this.where, op, ...args)
   }
 
   private key(digest: string, rel?: string): string {
@@ -80,14 +84,14 @@ export class S3Objects implements ObjectBackend {
 
   push(digest: string, local: string, obj: ObjectFiles) {
     const files = this.files(digest, obj)
-    const sizes = this.remote.call<Array<number | null>>(
+    const sizes = this.call<Array<number | null>>(
       "s3Head",
       files.map((f) => f.key),
       CONCURRENCY,
     )
     const missing = files.filter((f, i) => sizes[i] !== f.size)
     if (missing.length === 0) return
-    this.remote.call(
+    this.call(
       "s3Put",
       missing.map((f) => ({ key: f.key, file: f.rel === undefined ? local : `${local}/${f.rel}` })),
       CONCURRENCY,
@@ -96,7 +100,7 @@ export class S3Objects implements ObjectBackend {
 
   present(digest: string, obj: ObjectFiles): boolean {
     const files = this.files(digest, obj)
-    const sizes = this.remote.call<Array<number | null>>(
+    const sizes = this.call<Array<number | null>>(
       "s3Head",
       files.map((f) => f.key),
       CONCURRENCY,
@@ -105,7 +109,7 @@ export class S3Objects implements ObjectBackend {
   }
 
   pull(digest: string, dest: string, obj: ObjectFiles) {
-    this.remote.call(
+    this.call(
       "s3Get",
       this.files(digest, obj).map((f) => ({
         key: f.key,
@@ -115,15 +119,17 @@ export class S3Objects implements ObjectBackend {
     )
   }
 
-  remove(digest: string, obj: ObjectFiles) {
-    this.remote.call(
-      "s3Delete",
-      this.files(digest, obj).map((f) => f.key),
-    )
+  remove(digest: string) {
+    const keys = this.call<Array<{ key: string }>>("s3List", this.key(digest))
+    if (keys.length > 0)
+      this.call(
+        "s3Delete",
+        keys.map((k) => k.key),
+      )
   }
 
   list(): Array<{ digest: string; modified: number }> {
-    const keys = this.remote.call<Array<{ key: string; modified: number }>>(
+    const keys = this.call<Array<{ key: string; modified: number }>>(
       "s3List",
       this.prefix === "" ? "" : `${this.prefix}/`,
     )
@@ -139,6 +145,6 @@ export class S3Objects implements ObjectBackend {
   }
 
   ensureBucket(): boolean {
-    return this.remote.call<boolean>("s3EnsureBucket")
+    return this.call<boolean>("s3EnsureBucket")
   }
 }

@@ -54,6 +54,11 @@ export class Remote {
 
   /** Sends one request and waits for its answer. */
   call<A>(op: string, ...args: ReadonlyArray<unknown>): A {
+    return this.callAs(this.what, op, ...args)
+  }
+
+  /** As call, its errors naming `what` (the bucket, where the request was for it). */
+  callAs<A>(what: string, op: string, ...args: ReadonlyArray<unknown>): A {
     if (this.closed) throw new RemoteError(`${this.what}: the connection is closed`)
     Atomics.store(this.flag, 0, 0)
     this.port.postMessage({ op, args })
@@ -66,7 +71,7 @@ export class Remote {
           | { ok: true; value: A }
           | { ok: false; error: { message: string; code?: string; status?: number } }
         if (msg.ok) return msg.value
-        throw new RemoteError(`${this.what}: ${msg.error.message}`, msg.error.code, msg.error.status)
+        throw new RemoteError(`${what}: ${msg.error.message}`, msg.error.code, msg.error.status)
       }
       if (this.worker.threadId === -1) throw new RemoteError(`${this.what}: its worker thread stopped`)
     }

@@ -12,6 +12,8 @@ export interface VerifyReport {
   readonly objects: number
   readonly bytes: number
   readonly problems: ReadonlyArray<string>
+  /** Of a store with its objects in a bucket: those checked there by size, not in this machine's cache to re-hash. */
+  readonly sizeChecked?: number
 }
 
 export const verifyStore = (store: Store): VerifyReport => {
@@ -48,6 +50,7 @@ export const verifyStore = (store: Store): VerifyReport => {
     problems.push(`chunk entry ${row.chunk_key}: no artifact ${row.digest}`)
   let objects = 0
   let bytes = 0
+  let remoteOnly = 0
   for (const a of store.db.prepare("SELECT digest, is_dir, size FROM artifacts").all() as Array<{
     digest: string
     is_dir: number
@@ -55,7 +58,18 @@ export const verifyStore = (store: Store): VerifyReport => {
   }>) {
     objects++
     const p = store.objectPath(a.digest)
-    if (!fs.existsSync(p)) {
+    if (store.remote !== undefined) {
+      // A bucket: every object there with its files' sizes; the copies in this machine's cache re-hashed.
+      if (!store.objectIntact(a.digest)) {
+        problems.push(`object ${a.digest} is missing from ${store.remote.where}`)
+        continue
+      }
+      if (!fs.existsSync(p)) {
+        remoteOnly++
+        bytes += a.size
+        continue
+      }
+    } else if (!fs.existsSync(p)) {
       problems.push(`object ${a.digest} is missing`)
       continue
     }
@@ -65,5 +79,5 @@ export const verifyStore = (store: Store): VerifyReport => {
       problems.push(`object ${a.digest} is damaged: its content hashes to ${h.digest}`)
     else if (h.size !== a.size) problems.push(`object ${a.digest}: size ${h.size}, recorded ${a.size}`)
   }
-  return { objects, bytes, problems }
+  return { objects, bytes, problems, ...(store.remote === undefined ? {} : { sizeChecked: remoteOnly }) }
 }

@@ -49,6 +49,8 @@ const ops = {
     return out
   },
   async s3Init(options) {
+    // The pinned SDK runs on Node 20 (the engines tunegraph supports); its notice of later versions is noise here.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = "true"
     const { S3Client } = require("@aws-sdk/client-s3")
     bucket = options.bucket
     s3 = new S3Client({

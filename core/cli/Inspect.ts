@@ -204,7 +204,7 @@ export const cmdVerify = (argv: ReadonlyArray<string>): number => {
   else {
     for (const p of report.problems) process.stdout.write(`${red("problem:")} ${p}\n`)
     process.stdout.write(
-      `${report.objects} objects checked (${(report.bytes / 1e6).toFixed(1)} MB): ${report.problems.length === 0 ? green("store is consistent") : red(`${report.problems.length} problems`)}\n`,
+      `${report.objects} objects checked (${(report.bytes / 1e6).toFixed(1)} MB${report.sizeChecked === undefined ? "" : `; ${report.sizeChecked} by size in the bucket, the rest re-hashed in this machine's cache`}): ${report.problems.length === 0 ? green("store is consistent") : red(`${report.problems.length} problems`)}\n`,
     )
   }
   return report.problems.length === 0 ? 0 : 1
