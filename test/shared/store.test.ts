@@ -1,0 +1,220 @@
+/**
+ * A team's shared store: rows in a real PostgreSQL, objects in an
+ * S3-compatible bucket (moto's server on loopback) or in a shared directory,
+ * each machine reading through its own cache. Everything runs through the
+ * CLI as a user runs it, from different working directories.
+ */
+import { once } from "node:events"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { beforeAll, describe, expect, it } from "vitest"
+import { engineProject } from "../fixtures/engine/project.ts"
+import { cli, type RunJson, runJson, runJsonAsync, spawnCli } from "../support/cli.ts"
+import { freshBucket, freshDatabase, postgresUrl, psql, s3Endpoint, s3Env } from "../support/services.ts"
+
+const server = postgresUrl()
+const endpoint = s3Endpoint()
+
+const traced = (trace: string) =>
+  fs.existsSync(trace) ? fs.readFileSync(trace, "utf8").trim().split("\n").filter(Boolean) : []
+const outputs = (j: RunJson) => Object.fromEntries(j.steps.map((s) => [s.node, s.outputs]))
+const statuses = (j: RunJson) => Object.fromEntries(j.steps.map((s) => [s.node, s.status]))
+
+/** A fresh database and bucket (or shared directory), and the environment that points a process at them. */
+const sharedStore = (objects: "s3" | "dir") => {
+  const database = freshDatabase(server!)
+  const where = objects === "s3" ? `s3://${freshBucket()}/team` : engineProject("shared-objects")
+  const env: Record<string, string> = {
+    TUNEGRAPH_STORE: database,
+    TUNEGRAPH_OBJECTS: where,
+    ...(objects === "s3" ? s3Env(endpoint!) : {}),
+  }
+  const init = cli(process.cwd(), ["store", "init", "--json"], env)
+  expect(init.code, init.stderr).toBe(0)
+  return { database, objects: where, env }
+}
+
+const verify = (dir: string, env: Record<string, string>) => {
+  const v = cli(dir, ["verify", "--json"], env)
+  const report = JSON.parse(v.stdout) as { objects: number; problems: string[] }
+  expect(report.problems).toEqual([])
+  expect(v.code).toBe(0)
+  return report
+}
+
+describe.skipIf(server === undefined || endpoint === undefined)("a shared store on PostgreSQL", () => {
+  beforeAll(() => {
+    expect(server).toBeDefined()
+  })
+
+  for (const objects of ["s3", "dir"] as const)
+    it(`two working directories share cache hits (objects in ${objects === "s3" ? "a bucket" : "a shared directory"})`, () => {
+      const { env, database } = sharedStore(objects)
+      const a = engineProject("shared-a")
+      const b = engineProject("shared-b")
+      const traceA = path.join(a, "trace")
+      const traceB = path.join(b, "trace")
+      const first = runJson(a, ["pipeline.ts"], { ...env, TG_TRACE: traceA })
+      expect(first.code, first.stderr).toBe(0)
+      expect(traced(traceA)).toHaveLength(7)
+      // Another checkout (its own .tunegraph/ cache, its own source paths with the same bytes).
+      const second = runJson(b, ["pipeline.ts"], { ...env, TG_TRACE: traceB })
+      expect(second.code, second.stderr).toBe(0)
+      expect(traced(traceB)).toEqual([])
+      for (const s of second.json.steps) if (s.plugin !== "source") expect(s.status, s.node).toBe("cached")
+      expect(outputs(second.json)).toEqual(outputs(first.json))
+      // No embedded store was made: the rows are in PostgreSQL.
+      expect(fs.existsSync(path.join(b, ".tunegraph", "db.sqlite"))).toBe(false)
+      expect(Number(psql(database, "SELECT count(*) FROM runs"))).toBe(2)
+      if (objects === "s3") {
+        // B read nothing: a cached step's outputs stay in the bucket until a step reads them.
+        expect(fs.readdirSync(path.join(b, ".tunegraph", "objects"))).toEqual([])
+        // A step that runs in B downloads its input once into B's cache, checked against its digest.
+        const changed = runJson(b, ["pipeline.ts", "--set", "upper.times=3"], { ...env, TG_TRACE: traceB })
+        expect(changed.code, changed.stderr).toBe(0)
+        expect(
+          traced(traceB)
+            .map((l) => l.split(" ")[0])
+            .sort(),
+        ).toEqual(["shout", "upper"])
+        const upperIn = first.json.steps.find((s) => s.node === "first")!.outputs.text!.replace("sha256:", "")
+        expect(
+          fs.existsSync(path.join(b, ".tunegraph", "objects", upperIn.slice(0, 2), upperIn.slice(2))),
+        ).toBe(true)
+      }
+      // The same lineage, runs and query from either directory.
+      const la = cli(a, ["lineage", "shout", "--json"], env)
+      expect(la.code, la.stderr).toBe(0)
+      expect(JSON.parse(la.stdout).steps.length).toBeGreaterThan(3)
+      const runs = JSON.parse(cli(b, ["runs", "--json"], env).stdout) as { runs: Array<{ status: string }> }
+      expect(runs.runs.length).toBe(objects === "s3" ? 3 : 2)
+      expect(runs.runs.every((r) => r.status === "succeeded")).toBe(true)
+      verify(a, env)
+    })
+
+  it("three processes racing on one pipeline compute each key once", async () => {
+    const { env } = sharedStore("s3")
+    const dirs = [engineProject("race-1"), engineProject("race-2"), engineProject("race-3")]
+    const trace = path.join(dirs[0]!, "trace-all")
+    const results = await Promise.all(
+      dirs.map((d) => runJsonAsync(d, ["pipeline.ts"], { ...env, TG_TRACE: trace, TG_SLEEP_MS: "300" })),
+    )
+    for (const r of results) {
+      expect(r.code, r.stderr).toBe(0)
+      expect(r.json.status).toBe("succeeded")
+      expect(outputs(r.json)).toEqual(outputs(results[0]!.json))
+    }
+    const keys = traced(trace).map((l) => l.split(" ")[1])
+    expect(keys).toHaveLength(7)
+    expect(new Set(keys).size).toBe(7)
+    verify(dirs[0]!, env)
+  })
+
+  it("kill -9 of a driver leaves a consistent store, and the next run finishes the work", async () => {
+    const { env } = sharedStore("s3")
+    const dir = engineProject("shared-kill")
+    const marker = path.join(dir, "slow.started")
+    const child = spawnCli(dir, ["run", "pipeline.ts", "--json"], {
+      ...env,
+      TG_SLEEP_FILE: marker,
+      TG_SLEEP_MS: "60000",
+    })
+    for (let i = 0; i < 1200 && !fs.existsSync(marker); i++) await new Promise((r) => setTimeout(r, 50))
+    expect(fs.existsSync(marker)).toBe(true)
+    child.kill("SIGKILL")
+    await once(child, "exit")
+    const runs = JSON.parse(cli(dir, ["runs", "--json"], env).stdout) as {
+      runs: Array<{ status: string }>
+    }
+    expect(runs.runs[0]!.status).toBe("crashed")
+    verify(dir, env)
+    // The dead driver's lease on "slow" is taken over at once (same machine, process gone).
+    const again = runJson(dir, ["pipeline.ts"], env)
+    expect(again.code, again.stderr).toBe(0)
+    expect(statuses(again.json).slow).toBe("ran")
+    expect(statuses(again.json).concat).toBe("cached")
+    verify(dir, env)
+  })
+
+  it("gc beside a running pipeline loses nothing", async () => {
+    const { env } = sharedStore("s3")
+    const dir = engineProject("shared-gc")
+    // Older runs for gc to collect: two other "upper" settings.
+    for (const t of [2, 3])
+      expect(runJson(dir, ["pipeline.ts", "--set", `upper.times=${t}`], env).code).toBe(0)
+    const marker = path.join(dir, "slow.started")
+    const running = runJsonAsync(dir, ["pipeline.ts", "--force", "slow", "--set", "upper.times=4"], {
+      ...env,
+      TG_SLEEP_FILE: marker,
+      TG_SLEEP_MS: "3000",
+    })
+    for (let i = 0; i < 1200 && !fs.existsSync(marker); i++) await new Promise((r) => setTimeout(r, 50))
+    expect(fs.existsSync(marker)).toBe(true)
+    const gc = cli(dir, ["gc", "--keep-last", "0", "--json"], env)
+    expect(gc.code, gc.stderr).toBe(0)
+    const report = JSON.parse(gc.stdout) as { inProgress: string[] }
+    expect(report.inProgress).toHaveLength(1)
+    const r = await running
+    expect(r.code, r.stderr).toBe(0)
+    verify(dir, env)
+    // With nothing running, gc collects the old runs' objects from the bucket too, and keeps the last run's.
+    const gc2 = cli(dir, ["gc", "--keep-last", "1", "--json"], env)
+    expect(gc2.code, gc2.stderr).toBe(0)
+    expect((JSON.parse(gc2.stdout) as { deleted: { artifacts: number } }).deleted.artifacts).toBeGreaterThan(
+      0,
+    )
+    verify(dir, env)
+    const fresh = engineProject("shared-gc-b")
+    const after = runJson(fresh, ["pipeline.ts", "--set", "upper.times=4"], env)
+    expect(after.code, after.stderr).toBe(0)
+    for (const s of after.json.steps) if (s.plugin !== "source") expect(s.status, s.node).toBe("cached")
+  })
+
+  it("query is read-only: a reader role over the views, in read-only transactions", () => {
+    const { env } = sharedStore("dir")
+    const dir = engineProject("shared-query")
+    expect(runJson(dir, ["pipeline.ts"], env).code).toBe(0)
+    const ok = cli(dir, ["query", "SELECT node, status FROM executions ORDER BY execution", "--json"], env)
+    expect(ok.code, ok.stderr).toBe(0)
+    expect((JSON.parse(ok.stdout) as Array<{ node: string }>).map((r) => r.node)).toContain("shout")
+    const write = cli(dir, ["query", "DELETE FROM runs"], env)
+    expect(write.code).toBe(2)
+    expect(write.stderr).toMatch(/read-only/)
+    // A function that writes, behind a SELECT, is stopped by the transaction.
+    const sneaky = cli(
+      dir,
+      ["query", "SELECT set_config('default_transaction_read_only', 'off', false)"],
+      env,
+    )
+    const sneakyWrite = cli(dir, ["query", "WITH d AS (DELETE FROM v_runs RETURNING 1) SELECT * FROM d"], env)
+    expect(sneakyWrite.code).toBe(2)
+    expect(sneaky.code === 0 || sneaky.code === 2).toBe(true)
+    const tables = cli(dir, ["query", "SELECT count(*) FROM artifact_files"], env)
+    expect(tables.code).toBe(2)
+    expect(tables.stderr).toMatch(/views/)
+    expect(JSON.parse(cli(dir, ["runs", "--json"], env).stdout).runs).toHaveLength(1)
+  })
+
+  it("says what is wrong with a shared store it cannot use", () => {
+    const dir = engineProject("shared-errors")
+    const noObjects = cli(dir, ["run", "pipeline.ts"], { TUNEGRAPH_STORE: server! })
+    expect(noObjects.code).toBe(2)
+    expect(noObjects.stderr).toMatch(/--objects s3:\/\/bucket\/prefix/)
+    const down = cli(dir, [
+      "run",
+      "pipeline.ts",
+      "--store",
+      "postgres://nobody@127.0.0.1:1/none",
+      "--objects",
+      dir,
+    ])
+    expect(down.code).toBe(2)
+    expect(down.stderr).toMatch(
+      /cannot connect to the shared store's database at postgres:\/\/nobody@127\.0\.0\.1:1\/none/,
+    )
+    const uninitialised = freshDatabase(server!)
+    const readFirst = cli(dir, ["runs", "--store", uninitialised, "--objects", dir])
+    expect(readFirst.code).toBe(2)
+    expect(readFirst.stderr).toMatch(/tunegraph store init/)
+  })
+})
