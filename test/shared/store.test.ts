@@ -4,12 +4,13 @@
  * each machine reading through its own cache. Everything runs through the
  * CLI as a user runs it, from different working directories.
  */
+import { spawn } from "node:child_process"
 import { once } from "node:events"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { engineProject } from "../fixtures/engine/project.ts"
-import { cli, type RunJson, runJson, runJsonAsync, spawnCli } from "../support/cli.ts"
+import { cli, type RunJson, repoRoot, runJson, runJsonAsync, spawnCli } from "../support/cli.ts"
 import { freshBucket, freshDatabase, postgresUrl, psql, s3Endpoint, s3Env } from "../support/services.ts"
 
 const server = postgresUrl()
@@ -92,22 +93,68 @@ describe.skipIf(server === undefined || endpoint === undefined)("a shared store 
       verify(a, env)
     })
 
-  it("three processes racing on one pipeline compute each key once", async () => {
+  it("three processes racing on one pipeline compute each key once, round after round", async () => {
     const { env } = sharedStore("s3")
     const dirs = [engineProject("race-1"), engineProject("race-2"), engineProject("race-3")]
     const trace = path.join(dirs[0]!, "trace-all")
-    const results = await Promise.all(
-      dirs.map((d) => runJsonAsync(d, ["pipeline.ts"], { ...env, TG_TRACE: trace, TG_SLEEP_MS: "300" })),
-    )
-    for (const r of results) {
-      expect(r.code, r.stderr).toBe(0)
-      expect(r.json.status).toBe("succeeded")
-      expect(outputs(r.json)).toEqual(outputs(results[0]!.json))
+    const ROUNDS = 8
+    let seen = 0
+    for (let round = 0; round < ROUNDS; round++) {
+      // Round 0 computes all 7 keys; each later one gives "upper" and "shout" new keys.
+      const args = round === 0 ? ["pipeline.ts"] : ["pipeline.ts", "--set", `upper.times=${round + 1}`]
+      const results = await Promise.all(
+        dirs.map((d) => runJsonAsync(d, args, { ...env, TG_TRACE: trace, TG_SLEEP_MS: "100" })),
+      )
+      for (const r of results) {
+        expect(r.code, r.stderr).toBe(0)
+        expect(r.json.status).toBe("succeeded")
+        expect(outputs(r.json)).toEqual(outputs(results[0]!.json))
+      }
+      const lines = traced(trace)
+      const keys = lines.slice(seen).map((l) => l.split(" ")[1])
+      seen = lines.length
+      expect(keys, `round ${round}`).toHaveLength(round === 0 ? 7 : 2)
+      expect(new Set(keys).size, `round ${round}`).toBe(keys.length)
     }
-    const keys = traced(trace).map((l) => l.split(" ")[1])
-    expect(keys).toHaveLength(7)
-    expect(new Set(keys).size).toBe(7)
     verify(dirs[0]!, env)
+  }, 300_000)
+
+  it("a step key's lease goes to one process of many taking it at once", async () => {
+    const { database, objects } = sharedStore("dir")
+    const hammer = path.join(repoRoot, "test/fixtures/shared/lease-hammer.ts")
+    const KEYS = 300
+    const outs = await Promise.all(
+      [1, 2, 3, 4].map(async (i) => {
+        const child = spawn(
+          process.execPath,
+          [
+            "--import",
+            "tsx",
+            hammer,
+            database,
+            objects,
+            engineProject(`lease-${i}`),
+            String(KEYS),
+            `run-${i}`,
+          ],
+          { cwd: repoRoot },
+        )
+        let out = ""
+        let err = ""
+        child.stdout.on("data", (d) => {
+          out += d
+        })
+        child.stderr.on("data", (d) => {
+          err += d
+        })
+        const [code] = (await once(child, "exit")) as [number]
+        expect(code, err).toBe(0)
+        return JSON.parse(out) as string[]
+      }),
+    )
+    const all = outs.flat()
+    expect(all).toHaveLength(KEYS)
+    expect(new Set(all).size).toBe(KEYS)
   })
 
   it("kill -9 of a driver leaves a consistent store, and the next run finishes the work", async () => {
