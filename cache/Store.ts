@@ -809,6 +809,38 @@ export class Store {
     return { digest: row.file_digest, size: row.size, dev: st.dev, ino: st.ino }
   }
 
+  /** The latest execution of a key that ran or failed in a run since `since` (ms): what a remote worker recorded. */
+  executionSince(
+    runId: string,
+    node: string,
+    key: string,
+    since: number,
+  ): { id: number; status: "ran" | "failed"; error?: string } | undefined {
+    const row = this.sql(
+      `SELECT id, status, error FROM executions WHERE run_id = ? AND node = ? AND step_key = ?
+         AND status IN ('ran', 'failed') AND started_at >= ? ORDER BY id DESC LIMIT 1`,
+    ).get(runId, node, key, since) as
+      | { id: number; status: "ran" | "failed"; error: string | null }
+      | undefined
+    if (row === undefined) return undefined
+    return { id: row.id, status: row.status, ...(row.error === null ? {} : { error: row.error }) }
+  }
+
+  /** Adds fields to an execution's annotations (where a remote executor ran it). */
+  annotateExecution(id: number, fields: Readonly<Record<string, unknown>>) {
+    this.db.transaction(() => {
+      const row = this.sql("SELECT annotations FROM executions WHERE id = ?").get(id) as
+        | { annotations: string | null }
+        | undefined
+      if (row === undefined) return
+      const now = row.annotations === null ? {} : (JSON.parse(row.annotations) as Record<string, unknown>)
+      this.sql("UPDATE executions SET annotations = ? WHERE id = ?").run(
+        JSON.stringify({ ...now, ...fields }),
+        id,
+      )
+    }, true)
+  }
+
   /** The output digests of the most recent successful execution of a node. */
   lastOutputs(node: string): Record<string, string> | undefined {
     const rows = this.sql(

@@ -14,6 +14,7 @@ import { Cause, Deferred, Effect, Exit, Fiber, Schema, Semaphore } from "effect"
 import { type ExecutionRecord, removeTree, type Store, type StoredObject } from "../cache/Store.ts"
 import type { Artifact, ArtifactKind, InputSpec, Ref } from "./Artifact.ts"
 import { type ChunkCache, type ChunkReuse, chunkSizes } from "./Chunks.ts"
+import type { Executor } from "./Executor.ts"
 import type { KnownFile } from "./Hash.ts"
 import { type Override, prepareAll } from "./Params.ts"
 import { dependencies, type Node, type Pipeline, type StepNode, topoOrder } from "./Pipeline.ts"
@@ -34,6 +35,8 @@ export interface StepOutcome {
   readonly group?: string
   /** A chunked data step's reuse (core/Chunks.ts): its chunks, how many came from the store. */
   readonly chunks?: ChunkReuse
+  /** Where a remote executor ran it: its attempts and each attempt's job and node. */
+  readonly executor?: { readonly attempts: number; readonly jobs: ReadonlyArray<unknown> }
 }
 
 export interface RunResult {
@@ -76,6 +79,20 @@ export interface RunOptions {
   readonly workDir?: string
   /** False: steps write nothing outside the store (sinks only build their artifacts), as `reproduce` runs. */
   readonly sinks?: boolean
+  /** Where steps that must run do run: here (the default), or a cluster (core/Executor.ts). */
+  readonly executor?: Executor
+  /**
+   * A worker's run (`tunegraph exec-step`): execute only `node`, whose key
+   * must come out as `key` (the driver's), in the driver's run `runId`,
+   * under the lease the driver holds. Everything upstream must be in the
+   * store already and is neither recorded nor reported again.
+   */
+  readonly only?: { readonly node: string; readonly key: string }
+}
+
+/** A worker's recomputed key differs from the driver's: other code, versions or data on this machine. */
+export class KeyMismatch extends Error {
+  override readonly name = "KeyMismatch"
 }
 
 export class RunError extends Error {
@@ -193,7 +210,16 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
   Effect.suspend(() => {
     const { store, pipeline } = options
     const params = prepareAll(pipeline, options.overrides ?? [])
-    const selected = selectNodes(pipeline, options.targets)
+    const only = options.only
+    if (only !== undefined && !pipeline.nodes.has(only.node))
+      throw new RunError(
+        `no node "${only.node}" in this pipeline (nodes: ${[...pipeline.nodes.keys()].join(", ")})`,
+      )
+    const selected = selectNodes(pipeline, only === undefined ? options.targets : [only.node])
+    /** A worker's upstream nodes: resolved from the store, neither recorded nor reported. */
+    const silent = (n: string) => only !== undefined && n !== only.node
+    const remote =
+      options.executor !== undefined && options.executor.name !== "local" ? options.executor : undefined
     for (const f of options.force ?? [])
       if (!pipeline.nodes.has(f)) throw new RunError(`--force ${f}: no such node`)
     const forced = new Set(options.force ?? [])
@@ -201,12 +227,13 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
     const emit = options.onEvent ?? (() => {})
     const started = Date.now()
     store.sweepTmp()
-    store.beginRun({
-      id: runId,
-      pipeline: pipeline.name,
-      pipelinePath: options.pipelinePath,
-      argv: options.argv ?? [],
-    })
+    if (only === undefined)
+      store.beginRun({
+        id: runId,
+        pipeline: pipeline.name,
+        pipelinePath: options.pipelinePath,
+        argv: options.argv ?? [],
+      })
 
     const outcomes = new Map<string, StepOutcome>()
     const held = new Set<string>()
@@ -225,8 +252,8 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
         Effect.gen(function* () {
           outcomes.set(outcome.node, outcome)
           // Written as it happens: a run killed with kill -9 keeps every row it already knew.
-          if (record !== undefined) store.record(record)
-          emit({ type: "end", outcome })
+          if (record !== undefined && !silent(outcome.node)) store.record(record)
+          if (!silent(outcome.node)) emit({ type: "end", outcome })
           yield* Deferred.succeed(done.get(outcome.node)!, result)
           if (!result.ok && options.failFast === true) return yield* Effect.die(new FailFast())
         })
@@ -349,6 +376,34 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
               res,
             )
 
+          if (silent(name)) {
+            // A worker reads what the driver already has: a miss here means the store lost it meanwhile.
+            const res = fromCache()
+            if (res !== undefined)
+              return yield* finish({ ...skippedOutcome(node), status: "cached" }, undefined, res)
+            return yield* finish(
+              { ...skippedOutcome(node), status: "failed", error: `"${name}" has no stored result` },
+              undefined,
+              { ok: false, outputs: {} },
+            )
+          }
+          if (only !== undefined) {
+            if (key !== only.key) {
+              const error = new KeyMismatch(
+                `refusing to run "${name}": its key here is ${key.slice(0, 16)}, the driver's ${only.key.slice(0, 16)}. ` +
+                  `This machine has ${describeIngredients(ingredients)}: its code, library versions or source data differ from the driver's`,
+              ).message
+              return yield* finish(
+                { ...skippedOutcome(node), status: "failed", key, ms: Date.now() - t0, error },
+                { ...baseRecord(node, key, "failed", t0, { error }), ...common },
+                { ok: false, outputs: {} },
+              )
+            }
+            // The driver holds the key's lease for this job; the step runs here as it would there.
+            const threads = Math.max(1, node.plugin.resources.cpu ?? 1)
+            return yield* execute(node, key, prepared.decoded, artifacts, threads, common, t0)
+          }
+
           const hit = fromCache()
           if (hit !== undefined) return yield* cachedOutcome(hit)
 
@@ -374,6 +429,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             Effect.suspend(() => {
               const again = fromCache()
               if (again !== undefined) return cachedOutcome(again)
+              if (remote !== undefined) return onCluster(remote, node, key, common, t0)
               const resources = node.plugin.resources
               const threads = Math.min(cpus, Math.max(1, resources.cpu ?? 1))
               const body = execute(node, key, prepared.decoded, artifacts, threads, common, t0)
@@ -383,6 +439,97 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             release,
           )
         })
+
+      /**
+       * A step carried out by a remote executor: its job executes it against the
+       * shared store and records it there; this reads the result back.
+       */
+      const onCluster = (
+        executor: Executor,
+        node: StepNode,
+        key: string,
+        common: Pick<ExecutionRecord, "ingredients" | "inputs">,
+        t0: number,
+      ) =>
+        Effect.gen(function* () {
+          const name = node.name
+          emit({ type: "start", node: name, plugin: node.plugin.name })
+          const resources = node.plugin.resources
+          const report = yield* executor.runStep(
+            {
+              runId,
+              node: name,
+              plugin: node.plugin.name,
+              key,
+              cpus: Math.max(1, resources.cpu ?? 1),
+              gpus: resources.gpu === true ? 1 : 0,
+            },
+            {
+              log: (line) => emit({ type: "log", node: name, line }),
+              // (the worker's clock may run behind this machine's: a margin of five minutes)
+              recorded: (since) => store.executionSince(runId, name, key, since - 300_000),
+            },
+          )
+          const group = node.group === undefined ? {} : { group: node.group }
+          const placement = { [executor.name]: { attempts: report.attempts, jobs: report.placements } }
+          const recorded = store.executionSince(runId, name, key, t0 - 300_000)
+          const hit = recorded?.status === "ran" ? store.lookup(key) : undefined
+          if (recorded !== undefined) store.annotateExecution(recorded.id, { executor: placement })
+          if (
+            hit !== undefined &&
+            Object.keys(node.plugin.outputs).every((o) => hit.outputs[o] !== undefined)
+          ) {
+            const outs: Record<string, Artifact> = {}
+            for (const o of Object.keys(node.plugin.outputs)) outs[o] = storedArtifact(store, hit.outputs[o]!)
+            return yield* finish(
+              {
+                node: name,
+                plugin: node.plugin.name,
+                status: "ran",
+                key,
+                outputs: digestsOf(outs),
+                ms: Date.now() - t0,
+                ...group,
+                executor: placement[executor.name]!,
+              },
+              undefined,
+              { ok: true, outputs: outs },
+            )
+          }
+          const error =
+            recorded?.error ??
+            `${executor.name}: the job ended without a result after ${report.attempts} attempt${report.attempts === 1 ? "" : "s"}: ${report.message}`
+          return yield* finish(
+            {
+              node: name,
+              plugin: node.plugin.name,
+              status: "failed",
+              key,
+              outputs: {},
+              ms: Date.now() - t0,
+              error,
+              ...group,
+              executor: placement[executor.name]!,
+            },
+            // the worker recorded its failure itself; a job that never got that far is recorded here
+            recorded === undefined
+              ? {
+                  ...baseRecord(node, key, "failed", t0, { error, annotations: { executor: placement } }),
+                  ...common,
+                }
+              : undefined,
+            { ok: false, outputs: {} },
+          )
+        })
+
+      const skippedOutcome = (node: StepNode): StepOutcome => ({
+        node: node.name,
+        plugin: node.plugin.name,
+        status: "skipped",
+        key: null,
+        outputs: {},
+        ms: 0,
+      })
 
       /** A sink's outside copy, checked on a cache hit and written again where it is missing or differs. */
       const publishCached = (
@@ -739,10 +886,11 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             }
           const interrupted = Exit.isFailure(exit) && Cause.hasInterrupts(exit.cause)
           const failed = [...outcomes.values()].some((o) => o.status === "failed")
-          store.finishRun(
-            runId,
-            interrupted ? "interrupted" : failed || Exit.isFailure(exit) ? "failed" : "succeeded",
-          )
+          if (only === undefined)
+            store.finishRun(
+              runId,
+              interrupted ? "interrupted" : failed || Exit.isFailure(exit) ? "failed" : "succeeded",
+            )
         }),
       ),
       Effect.map(() => {
@@ -780,3 +928,20 @@ export const describeFailure = (cause: Cause.Cause<unknown>): string => {
   const tag = typeof e._tag === "string" && e._tag !== "StepError" ? `${e._tag}: ` : ""
   return `${tag}${msg}${where.length > 0 && !msg.includes(where) ? ` (${where})` : ""}`.trimEnd()
 }
+
+/** A key's ingredients in words, for a worker that computes another key than its driver. */
+const describeIngredients = (i: KeyIngredients): string =>
+  [
+    `${i.plugin}@${i.version}`,
+    `code ${i.fingerprint.slice(0, 12)}`,
+    ...(i.environment === undefined
+      ? []
+      : [
+          Object.entries(i.environment)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(", "),
+        ]),
+    `inputs ${Object.entries(i.inputs)
+      .map(([k, v]) => `${k}=${(Array.isArray(v) ? v : [v]).map((d) => String(d).slice(0, 12)).join("+")}`)
+      .join(", ")}`,
+  ].join("; ")

@@ -22,6 +22,7 @@ const BASE_HELP = `tunegraph: typed, incremental pipelines for LLM fine-tuning
 Usage:
   tunegraph run <pipeline.ts> [--target NODE]... [--force NODE]... [--set NODE.PARAM=VALUE]...
                               [--fail-fast] [--cpus N] [--gpus N] [--json] [--verbose] [--mlflow URI]
+                              [--executor ray --ray-address http://HEAD:8265 [--ray-retries N]]
   tunegraph plan <pipeline.ts> [--target NODE]... [--set NODE.PARAM=VALUE]... [--json]
   tunegraph watch <pipeline.ts> [--set NODE.PARAM=VALUE]... [--target NODE]... [--debounce MS] [--json] [--mlflow URI]
   tunegraph runs [--json] [--limit N]
@@ -95,6 +96,8 @@ export const main = async (
         return (await import("./GcCmd.ts")).cmdUnpin(rest)
       case "mlflow":
         return await (await import("../mlflow/Command.ts")).cmdMlflow(rest)
+      case "exec-step":
+        return await (await import("./ExecCmd.ts")).cmdExecStep(rest)
       case "store":
         return (await import("./StoreCmd.ts")).cmdStore(rest)
       case undefined:
@@ -143,6 +146,9 @@ const RUN_FLAGS = {
   cpus: "string",
   gpus: "string",
   mlflow: "string",
+  executor: "string",
+  "ray-address": "string",
+  "ray-retries": "string",
 } as const
 
 export interface Prepared {
@@ -169,8 +175,10 @@ const cmdRun = async (argv: ReadonlyArray<string>): Promise<number> => {
   const reporter = makeReporter({ verbose: bool(args, "verbose"), quiet: json || bool(args, "quiet") })
   const overrides = list(args, "set").map((s) => parseOverride(s, pipeline.pipeline))
   const mlflow = await mlflowLogging(str(args, "mlflow"), file)
+  const executor = (await import("./ExecCmd.ts")).executorFrom(args, store, file)
   const program = run({
     store,
+    ...(executor === undefined ? {} : { executor }),
     pipeline: pipeline.pipeline,
     pipelinePath: file,
     baseDir: path.dirname(file),
@@ -230,6 +238,7 @@ export const runJson = (r: RunResult) => ({
     ms: s.ms,
     ...(s.error === undefined ? {} : { error: s.error }),
     ...(s.chunks === undefined ? {} : { chunks: s.chunks }),
+    ...(s.executor === undefined ? {} : { executor: s.executor }),
   })),
 })
 
