@@ -26,7 +26,17 @@ const workerEnv = (args: Parsed): Record<string, string> => {
   if (store !== undefined) env.TUNEGRAPH_STORE = store
   if (objects !== undefined) env.TUNEGRAPH_OBJECTS = objects
   for (const [k, v] of Object.entries(process.env))
-    if (v !== undefined && (/^AWS_/.test(k) || k === "TUNEGRAPH_LOCAL" || k === "PGPASSWORD")) env[k] = v
+    if (v !== undefined && (/^AWS_/.test(k) || k === "PGPASSWORD")) env[k] = v
+  // --ray-env NAME passes this process's value on, --ray-env NAME=VALUE sets one
+  for (const e of list(args, "ray-env")) {
+    const eq = e.indexOf("=")
+    if (eq > 0) env[e.slice(0, eq)] = e.slice(eq + 1)
+    else if (process.env[e] !== undefined) env[e] = process.env[e]!
+    else
+      throw new UsageError(
+        `--ray-env ${e}: there is no ${e} in this environment to pass on (or give ${e}=VALUE)`,
+      )
+  }
   return env
 }
 

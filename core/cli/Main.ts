@@ -22,7 +22,7 @@ const BASE_HELP = `tunegraph: typed, incremental pipelines for LLM fine-tuning
 Usage:
   tunegraph run <pipeline.ts> [--target NODE]... [--force NODE]... [--set NODE.PARAM=VALUE]...
                               [--fail-fast] [--cpus N] [--gpus N] [--json] [--verbose] [--mlflow URI]
-                              [--executor ray --ray-address http://HEAD:8265 [--ray-retries N]]
+                              [--executor ray --ray-address http://HEAD:8265 [--ray-retries N] [--ray-env NAME[=VALUE]]...]
   tunegraph plan <pipeline.ts> [--target NODE]... [--set NODE.PARAM=VALUE]... [--json]
   tunegraph watch <pipeline.ts> [--set NODE.PARAM=VALUE]... [--target NODE]... [--debounce MS] [--json] [--mlflow URI]
   tunegraph runs [--json] [--limit N]
@@ -149,6 +149,7 @@ const RUN_FLAGS = {
   executor: "string",
   "ray-address": "string",
   "ray-retries": "string",
+  "ray-env": "list",
 } as const
 
 export interface Prepared {
