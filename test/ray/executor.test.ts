@@ -102,8 +102,8 @@ const tree = (root: number): number[] => {
 
 describe.skipIf(ray === undefined)("the Ray executor", () => {
   afterAll(() => {
-    // A test kills the GPU node; the next suite gets the cluster whole again.
-    spawnSync("bash", [path.join(repoRoot, "test/services/ray.sh"), "start", rayDir], { timeout: 300_000 })
+    // The cluster is this suite's alone: stopped, so it takes no CPU from the suites after it.
+    spawnSync("bash", [path.join(repoRoot, "test/services/ray.sh"), "stop", rayDir], { timeout: 120_000 })
   })
 
   it("spreads a 4-trial sweep over both nodes, sends the GPU step to the GPU node, and records where", async () => {
