@@ -2,42 +2,48 @@
  * The scheduler: runs a pipeline against a store.
  *
  * Every node is a fiber that waits for its inputs, builds its step key, and
- * either reuses the cached outputs or takes the key's lease and runs the
- * plugin within the resource limits. A failed node skips its dependants and
- * the rest go on (or, with failFast, everything stops). Interruption at any
- * point removes the step's temporary files, releases its lease, and records
- * nothing in the cache: objects and rows are only committed for finished steps.
+ * either reuses the cached outputs or takes the key's lease and hands the
+ * step to an executor: here (core/run/Local.ts, within the CPU and GPU
+ * slots) or a cluster's (core/run/Remote.ts over core/Executor.ts). What
+ * each step did is recorded as it happens (core/run/Record.ts builds the
+ * rows). A failed node skips its dependants and the rest go on (or, with
+ * failFast, everything stops). Interruption at any point removes the step's
+ * temporary files, releases its lease, and records nothing in the cache:
+ * objects and rows are only committed for finished steps.
  */
-import * as fs from "node:fs"
-import * as path from "node:path"
-import { Cause, Deferred, Effect, Exit, Fiber, Schema, Semaphore } from "effect"
-import { type ExecutionRecord, removeTree, type Store, type StoredObject } from "../cache/Store.ts"
-import type { Artifact, ArtifactKind, InputSpec, Ref } from "./Artifact.ts"
-import { type ChunkCache, type ChunkReuse, chunkSizes } from "./Chunks.ts"
+import { Cause, Deferred, Effect, Exit, Fiber, Semaphore } from "effect"
+import type { ExecutionRecord, Store } from "../cache/Store.ts"
+import type { Artifact, InputSpec, Ref } from "./Artifact.ts"
 import type { Executor } from "./Executor.ts"
-import type { KnownFile } from "./Hash.ts"
 import { type Override, prepareAll } from "./Params.ts"
 import { dependencies, type Node, type Pipeline, type StepNode, topoOrder } from "./Pipeline.ts"
-import type { Annotations, Failure, InputArtifacts } from "./Plugin.ts"
+import type { InputArtifacts } from "./Plugin.ts"
+import { executeLocally } from "./run/Local.ts"
+import {
+  baseRecord,
+  describeFailure,
+  digestsOf,
+  type NodeResult,
+  RunError,
+  type RunEvent,
+  type StepOutcome,
+  type StepResult,
+  type StepStatus,
+  sourceRecord,
+  storedArtifact,
+} from "./run/Record.ts"
+import { executeRemotely } from "./run/Remote.ts"
 import { fileDigest, resolveSource, sourceParams } from "./Sources.ts"
-import { chunkRecipe, type KeyIngredients, stepKey } from "./StepKey.ts"
+import { type KeyIngredients, stepKey } from "./StepKey.ts"
 
-export type StepStatus = "cached" | "ran" | "failed" | "skipped"
-
-export interface StepOutcome {
-  readonly node: string
-  readonly plugin: string
-  readonly status: StepStatus
-  readonly key: string | null
-  readonly outputs: Readonly<Record<string, string>>
-  readonly ms: number
-  readonly error?: string
-  readonly group?: string
-  /** A chunked data step's reuse (core/Chunks.ts): its chunks, how many came from the store. */
-  readonly chunks?: ChunkReuse
-  /** Where a remote executor ran it: its attempts and each attempt's job and node. */
-  readonly executor?: { readonly attempts: number; readonly jobs: ReadonlyArray<unknown> }
-}
+export {
+  describeFailure,
+  RunError,
+  type RunEvent,
+  type StepOutcome,
+  type StepStatus,
+  storedArtifact,
+} from "./run/Record.ts"
 
 export interface RunResult {
   readonly run: string
@@ -45,19 +51,6 @@ export interface RunResult {
   readonly steps: ReadonlyArray<StepOutcome>
   readonly ms: number
 }
-
-export type RunEvent =
-  | { readonly type: "start"; readonly node: string; readonly plugin: string }
-  | { readonly type: "end"; readonly outcome: StepOutcome }
-  | {
-      readonly type: "progress"
-      readonly node: string
-      readonly done: number
-      readonly total?: number
-      readonly detail?: string
-    }
-  | { readonly type: "log"; readonly node: string; readonly line: string }
-  | { readonly type: "wait"; readonly node: string; readonly holder: string }
 
 export interface RunOptions {
   readonly store: Store
@@ -95,10 +88,6 @@ export class KeyMismatch extends Error {
   override readonly name = "KeyMismatch"
 }
 
-export class RunError extends Error {
-  override readonly name = "RunError"
-}
-
 /** The nodes to run: the targets and everything upstream of them (all nodes without targets). */
 export const selectNodes = (pipeline: Pipeline, targets: ReadonlyArray<string> = []): string[] => {
   const order = topoOrder(pipeline)
@@ -123,30 +112,7 @@ export const newRunId = (): string => {
   return `${stamp}-${Math.random().toString(36).slice(2, 6)}`
 }
 
-interface NodeResult {
-  readonly ok: boolean
-  readonly outputs: Readonly<Record<string, Artifact>>
-}
-
 class FailFast extends Error {}
-
-const isReuse = (x: unknown): x is ChunkReuse =>
-  typeof x === "object" && x !== null && typeof (x as ChunkReuse).chunks === "number"
-
-/** Builds the runtime view of a stored artifact. */
-export const storedArtifact = (store: Store, digest: string): Artifact => {
-  const row = store.artifact(digest)
-  if (row === undefined) throw new RunError(`artifact ${digest} is not in the store`)
-  return {
-    kind: row.kind,
-    digest,
-    path: store.objectPath(digest),
-    isDir: row.isDir,
-    size: row.size,
-    meta: row.meta,
-    files: row.isDir ? store.artifactFiles(digest) : [],
-  }
-}
 
 /** Input digests of a step node as they go into its key. */
 export const inputDigests = (
@@ -258,6 +224,10 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
           if (!result.ok && options.failFast === true) return yield* Effect.die(new FailFast())
         })
 
+      /** A step's result, from whichever executor ran it, recorded and reported. */
+      const settle = (r: StepResult) => finish(r.outcome, r.record, r.result)
+      const local = { store, runId, emit, workDir, sinks: options.sinks !== false }
+
       const heartbeat = yield* Effect.forkChild(
         Effect.forever(
           Effect.sleep("10 seconds").pipe(Effect.andThen(Effect.sync(() => store.heartbeat([...held])))),
@@ -285,10 +255,14 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
               error: `upstream node "${failedDep}" failed`,
               ...(node.group === undefined ? {} : { group: node.group }),
             }
-            return yield* finish(outcome, baseRecord(node, null, "skipped", t0, { error: outcome.error! }), {
-              ok: false,
-              outputs: {},
-            })
+            return yield* finish(
+              outcome,
+              baseRecord(runId, node, null, "skipped", t0, { error: outcome.error! }),
+              {
+                ok: false,
+                outputs: {},
+              },
+            )
           }
           const { digests, artifacts } = inputDigests(
             node,
@@ -306,7 +280,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
               error: env.error,
               ...(node.group === undefined ? {} : { group: node.group }),
             }
-            return yield* finish(outcome, baseRecord(node, null, "failed", t0, { error: env.error }), {
+            return yield* finish(outcome, baseRecord(runId, node, null, "failed", t0, { error: env.error }), {
               ok: false,
               outputs: {},
             })
@@ -350,7 +324,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
                     error,
                     ...(node.group === undefined ? {} : { group: node.group }),
                   },
-                  { ...baseRecord(node, key, "failed", t0, { error }), ...common },
+                  { ...baseRecord(runId, node, key, "failed", t0, { error }), ...common },
                   { ok: false, outputs: {} },
                 )
               }
@@ -368,7 +342,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
                 ...(node.group === undefined ? {} : { group: node.group }),
               },
               {
-                ...baseRecord(node, key, "cached", t0, {}),
+                ...baseRecord(runId, node, key, "cached", t0, {}),
                 ...common,
                 producedBy: cachedFrom,
                 outputs: Object.entries(res.outputs).map(([n, a]) => ({ name: n, digest: a.digest })),
@@ -395,13 +369,22 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
               ).message
               return yield* finish(
                 { ...skippedOutcome(node), status: "failed", key, ms: Date.now() - t0, error },
-                { ...baseRecord(node, key, "failed", t0, { error }), ...common },
+                { ...baseRecord(runId, node, key, "failed", t0, { error }), ...common },
                 { ok: false, outputs: {} },
               )
             }
             // The driver holds the key's lease for this job; the step runs here as it would there.
             const threads = Math.max(1, node.plugin.resources.cpu ?? 1)
-            return yield* execute(node, key, prepared.decoded, artifacts, threads, common, t0)
+            return yield* executeLocally(
+              local,
+              node,
+              key,
+              prepared.decoded,
+              artifacts,
+              threads,
+              common,
+              t0,
+            ).pipe(Effect.flatMap(settle))
           }
 
           const hit = fromCache()
@@ -429,96 +412,24 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             Effect.suspend(() => {
               const again = fromCache()
               if (again !== undefined) return cachedOutcome(again)
-              if (remote !== undefined) return onCluster(remote, node, key, common, t0)
+              if (remote !== undefined)
+                return executeRemotely(local, remote, node, key, common, t0).pipe(Effect.flatMap(settle))
               const resources = node.plugin.resources
               const threads = Math.min(cpus, Math.max(1, resources.cpu ?? 1))
-              const body = execute(node, key, prepared.decoded, artifacts, threads, common, t0)
+              const body = executeLocally(
+                local,
+                node,
+                key,
+                prepared.decoded,
+                artifacts,
+                threads,
+                common,
+                t0,
+              ).pipe(Effect.flatMap(settle))
               const withCpu = Semaphore.withPermits(cpuSem, threads)(body)
               return resources.gpu === true && gpus > 0 ? Semaphore.withPermits(gpuSem, 1)(withCpu) : withCpu
             }),
             release,
-          )
-        })
-
-      /**
-       * A step carried out by a remote executor: its job executes it against the
-       * shared store and records it there; this reads the result back.
-       */
-      const onCluster = (
-        executor: Executor,
-        node: StepNode,
-        key: string,
-        common: Pick<ExecutionRecord, "ingredients" | "inputs">,
-        t0: number,
-      ) =>
-        Effect.gen(function* () {
-          const name = node.name
-          emit({ type: "start", node: name, plugin: node.plugin.name })
-          const resources = node.plugin.resources
-          const report = yield* executor.runStep(
-            {
-              runId,
-              node: name,
-              plugin: node.plugin.name,
-              key,
-              cpus: Math.max(1, resources.cpu ?? 1),
-              gpus: resources.gpu === true ? 1 : 0,
-            },
-            {
-              log: (line) => emit({ type: "log", node: name, line }),
-              // (the worker's clock may run behind this machine's: a margin of five minutes)
-              recorded: (since) => store.executionSince(runId, name, key, since - 300_000),
-            },
-          )
-          const group = node.group === undefined ? {} : { group: node.group }
-          const placement = { [executor.name]: { attempts: report.attempts, jobs: report.placements } }
-          const recorded = store.executionSince(runId, name, key, t0 - 300_000)
-          const hit = recorded?.status === "ran" ? store.lookup(key) : undefined
-          if (recorded !== undefined) store.annotateExecution(recorded.id, { executor: placement })
-          if (
-            hit !== undefined &&
-            Object.keys(node.plugin.outputs).every((o) => hit.outputs[o] !== undefined)
-          ) {
-            const outs: Record<string, Artifact> = {}
-            for (const o of Object.keys(node.plugin.outputs)) outs[o] = storedArtifact(store, hit.outputs[o]!)
-            return yield* finish(
-              {
-                node: name,
-                plugin: node.plugin.name,
-                status: "ran",
-                key,
-                outputs: digestsOf(outs),
-                ms: Date.now() - t0,
-                ...group,
-                executor: placement[executor.name]!,
-              },
-              undefined,
-              { ok: true, outputs: outs },
-            )
-          }
-          const error =
-            recorded?.error ??
-            `${executor.name}: the job ended without a result after ${report.attempts} attempt${report.attempts === 1 ? "" : "s"}: ${report.message}`
-          return yield* finish(
-            {
-              node: name,
-              plugin: node.plugin.name,
-              status: "failed",
-              key,
-              outputs: {},
-              ms: Date.now() - t0,
-              error,
-              ...group,
-              executor: placement[executor.name]!,
-            },
-            // the worker recorded its failure itself; a job that never got that far is recorded here
-            recorded === undefined
-              ? {
-                  ...baseRecord(node, key, "failed", t0, { error, annotations: { executor: placement } }),
-                  ...common,
-                }
-              : undefined,
-            { ok: false, outputs: {} },
           )
         })
 
@@ -569,7 +480,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
               ms: Date.now() - t0,
               error,
             }
-            return yield* finish(outcome, sourceRecord(node, t0, "failed", { error }), {
+            return yield* finish(outcome, sourceRecord(runId, node, t0, "failed", { error }), {
               ok: false,
               outputs: {},
             })
@@ -588,7 +499,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
           const files = Object.fromEntries(art.files.map((f) => [f.path, f.digest]))
           return yield* finish(
             outcome,
-            sourceRecord(node, t0, status, {
+            sourceRecord(runId, node, t0, status, {
               outputs: [{ name: "files", digest: art.digest }],
               sourceFiles: { digest: art.digest, files: art.files },
               ingredients: {
@@ -603,262 +514,6 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             { ok: true, outputs: { files: art } },
           )
         })
-
-      const execute = (
-        node: StepNode,
-        key: string,
-        decoded: unknown,
-        artifacts: Record<string, Artifact | Artifact[] | undefined>,
-        threads: number,
-        common: Pick<ExecutionRecord, "ingredients" | "inputs">,
-        t0: number,
-      ) =>
-        Effect.gen(function* () {
-          const name = node.name
-          emit({ type: "start", node: name, plugin: node.plugin.name })
-          // A shared store's objects come down to this machine's cache only for the steps that read them.
-          for (const a of Object.values(artifacts).flat()) if (a !== undefined) store.materialize(a.digest)
-          const tmp = store.makeTmp(name)
-          const outDir = path.join(tmp, "out")
-          const scratch = path.join(tmp, "scratch")
-          fs.mkdirSync(outDir)
-          fs.mkdirSync(scratch)
-          const checkpoints = path.join(store.checkpointsDir, key)
-          fs.mkdirSync(checkpoints, { recursive: true })
-          const log: string[] = []
-          const metrics: Array<{ name: string; step: number | null; value: number; at: number }> = []
-          let annotations: Annotations = {}
-          // files of the outputs hard-linked from stored chunk results: their digests are known
-          const known = new Map<string, KnownFile>()
-          const abort = new AbortController()
-          const started = Date.now()
-          const ctx = {
-            node: name,
-            key,
-            params: decoded,
-            inputs: artifacts,
-            output: (o: string) => {
-              if (!(o in node.plugin.outputs))
-                throw new RunError(`plugin ${node.plugin.name} has no output "${o}"`)
-              return path.join(outDir, o)
-            },
-            scratch,
-            checkpoints,
-            threads,
-            signal: abort.signal,
-            log: (line: string) => {
-              log.push(line)
-              emit({ type: "log", node: name, line })
-            },
-            metric: (m: string, value: number, step?: number) =>
-              metrics.push({ name: m, step: step ?? null, value, at: Date.now() }),
-            progress: (d: number, total?: number, detail?: string) =>
-              emit({
-                type: "progress",
-                node: name,
-                done: d,
-                ...(total === undefined ? {} : { total }),
-                ...(detail === undefined ? {} : { detail }),
-              }),
-            annotate: (fields: Annotations) => {
-              annotations = { ...annotations, ...fields }
-            },
-            workDir,
-            sinks: options.sinks !== false,
-            chunks: chunkCacheFor(node, common.ingredients as KeyIngredients, scratch, known),
-          }
-          const exit = yield* node.plugin.run(ctx as never).pipe(
-            Effect.onInterrupt(() => Effect.sync(() => abort.abort())),
-            // Objects, then their rows, while the step's files are still there (an object found present
-            // keeps the new copy as a spare until the rows are in: cache/Store.ts putObject).
-            Effect.flatMap((meta) =>
-              Effect.try({
-                try: () => {
-                  const stored = commitOutputs(node, outDir, meta, known)
-                  const ms = Date.now() - started
-                  store.record(
-                    {
-                      ...baseRecord(node, key, "ran", t0, {}),
-                      ...common,
-                      ms,
-                      outputs: Object.entries(stored).map(([n, s]) => ({ name: n, digest: s.object.digest })),
-                      log: log.join("\n"),
-                      metrics,
-                      annotations,
-                      ...backendOf(annotations),
-                      cache: true,
-                    },
-                    Object.values(stored),
-                  )
-                  return { stored, ms }
-                },
-                catch: (e) => e as Error,
-              }),
-            ),
-            Effect.exit,
-            Effect.ensuring(
-              Effect.sync(() => {
-                store.flushChunkUses()
-                removeTree(tmp)
-              }),
-            ),
-            Effect.onInterrupt(() =>
-              Effect.sync(() => {
-                store.record({
-                  ...baseRecord(node, key, "interrupted", t0, { error: "interrupted" }),
-                  ...common,
-                  log: log.join("\n"),
-                  metrics,
-                })
-              }),
-            ),
-          )
-          const group = node.group === undefined ? {} : { group: node.group }
-          if (Exit.isFailure(exit)) {
-            const ms = Date.now() - started
-            if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.interrupt
-            const error = describeFailure(exit.cause)
-            log.push(`error: ${error}`)
-            const outcome: StepOutcome = {
-              node: name,
-              plugin: node.plugin.name,
-              status: "failed",
-              key,
-              outputs: {},
-              ms,
-              error,
-              ...group,
-            }
-            return yield* finish(
-              outcome,
-              {
-                ...baseRecord(node, key, "failed", t0, { error }),
-                ...common,
-                log: log.join("\n"),
-                metrics,
-                annotations,
-                ...backendOf(annotations),
-              },
-              { ok: false, outputs: {} },
-            )
-          }
-          const { stored, ms } = exit.value
-          const outputs = Object.entries(stored).map(([n, s]) => ({ name: n, digest: s.object.digest }))
-          removeTree(checkpoints)
-          const outs: Record<string, Artifact> = {}
-          for (const o of outputs) outs[o.name] = storedArtifact(store, o.digest)
-          return yield* finish(
-            {
-              node: name,
-              plugin: node.plugin.name,
-              status: "ran",
-              key,
-              outputs: digestsOf(outs),
-              ms,
-              ...group,
-              ...(isReuse(annotations.chunks) ? { chunks: annotations.chunks } : {}),
-            },
-            undefined,
-            { ok: true, outputs: outs },
-          )
-        })
-
-      // Chunks commit as they finish, so a step killed half-way leaves them for the next run.
-      const chunkCacheFor = (
-        node: StepNode,
-        ingredients: KeyIngredients,
-        scratch: string,
-        known: Map<string, KnownFile>,
-      ): ChunkCache => {
-        let n = 0
-        const chunkRoot = path.join(scratch, ".chunks")
-        return {
-          recipe: (chunked, unused) => chunkRecipe(ingredients, chunked, unused),
-          get: (k) => store.chunkLookup(k, runId, node.name),
-          put: (k, file) => {
-            const stored = store.chunkCommit(k, file, node.plugin.name, runId, node.name)
-            // what the step wrote beside it (a part's own file) is not needed any more
-            const dir = path.dirname(file)
-            if (path.dirname(dir) === chunkRoot) removeTree(dir)
-            return stored
-          },
-          link: (stored, file, dest) => {
-            const abs = path.resolve(dest)
-            known.set(abs, store.chunkLink(stored, file, abs))
-          },
-          scratch: () => {
-            const d = path.join(chunkRoot, `chunk-${n++}`)
-            fs.mkdirSync(d, { recursive: true })
-            return d
-          },
-          lineIndex: (digest) => store.lineIndex(digest, chunkSizes().target),
-        }
-      }
-
-      const commitOutputs = (
-        node: StepNode,
-        outDir: string,
-        meta: unknown,
-        known: ReadonlyMap<string, KnownFile>,
-      ) => {
-        const result: Record<string, { object: StoredObject; kind: string; meta: unknown }> = {}
-        const metas = (meta ?? {}) as Record<string, unknown>
-        for (const [o, k] of Object.entries(node.plugin.outputs) as Array<[string, ArtifactKind]>) {
-          const p = path.join(outDir, o)
-          if (!fs.existsSync(p))
-            throw new RunError(`plugin ${node.plugin.name} did not write its output "${o}"`)
-          let m = metas[o]
-          if (m !== undefined) {
-            const exit = Schema.decodeUnknownExit(k.meta)(m)
-            if (Exit.isFailure(exit))
-              throw new RunError(
-                `plugin ${node.plugin.name}: metadata of output "${o}" (${k.name}) is invalid: ${String(exit.cause)}`,
-              )
-            m = Schema.encodeSync(k.meta)(exit.value)
-          }
-          result[o] = { object: store.putObject(p, known), kind: k.name, meta: m ?? null }
-        }
-        return result
-      }
-
-      const baseRecord = (
-        node: StepNode,
-        key: string | null,
-        status: ExecutionRecord["status"],
-        t0: number,
-        extra: Partial<ExecutionRecord>,
-      ): ExecutionRecord => ({
-        runId,
-        node: node.name,
-        plugin: node.plugin.name,
-        version: node.plugin.version,
-        fingerprint: node.plugin.fingerprint,
-        key,
-        status,
-        startedAt: t0,
-        finishedAt: Date.now(),
-        ms: Date.now() - t0,
-        ...extra,
-      })
-
-      const sourceRecord = (
-        node: Extract<Node, { _tag: "Source" }>,
-        t0: number,
-        status: ExecutionRecord["status"],
-        extra: Partial<ExecutionRecord>,
-      ): ExecutionRecord => ({
-        runId,
-        node: node.name,
-        plugin: "source",
-        version: "1",
-        fingerprint: "",
-        key: null,
-        status,
-        startedAt: t0,
-        finishedAt: Date.now(),
-        ms: Date.now() - t0,
-        ...extra,
-      })
 
       const fibers = yield* Effect.forEach(selected, (n) => Effect.forkChild(runNode(n)))
       // Interrupted, the run first interrupts its steps, so their cleanup and records land before it ends.
@@ -903,31 +558,6 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
   })
 
 const isFailFast = (cause: Cause.Cause<unknown>) => Cause.squash(cause) instanceof FailFast
-
-const digestsOf = (outs: Readonly<Record<string, Artifact>>) =>
-  Object.fromEntries(Object.entries(outs).map(([k, a]) => [k, a.digest]))
-
-const backendOf = (a: Annotations) => (typeof a.backend === "string" ? { backend: a.backend } : {})
-
-/** One line for the user: the error's message, with its tag and location when it has them. */
-export const describeFailure = (cause: Cause.Cause<unknown>): string => {
-  const e = Cause.squash(cause) as Partial<Failure> & {
-    _tag?: string
-    file?: string
-    line?: number
-    field?: string
-  }
-  const where = [
-    e.file,
-    e.line === undefined ? undefined : `line ${e.line}`,
-    e.field === undefined ? undefined : `field ${e.field}`,
-  ]
-    .filter((x) => x !== undefined)
-    .join(", ")
-  const msg = typeof e.message === "string" && e.message.length > 0 ? e.message : String(e)
-  const tag = typeof e._tag === "string" && e._tag !== "StepError" ? `${e._tag}: ` : ""
-  return `${tag}${msg}${where.length > 0 && !msg.includes(where) ? ` (${where})` : ""}`.trimEnd()
-}
 
 /** A key's ingredients in words, for a worker that computes another key than its driver. */
 const describeIngredients = (i: KeyIngredients): string =>

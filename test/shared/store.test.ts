@@ -123,35 +123,42 @@ describe.skipIf(server === undefined || endpoint === undefined)("a shared store 
     const { database, objects } = sharedStore("dir")
     const hammer = path.join(repoRoot, "test/fixtures/shared/lease-hammer.ts")
     const KEYS = 300
-    const outs = await Promise.all(
-      [1, 2, 3, 4].map(async (i) => {
-        const child = spawn(
-          process.execPath,
-          [
-            "--import",
-            "tsx",
-            hammer,
-            database,
-            objects,
-            engineProject(`lease-${i}`),
-            String(KEYS),
-            `run-${i}`,
-          ],
-          { cwd: repoRoot },
-        )
-        let out = ""
-        let err = ""
-        child.stdout.on("data", (d) => {
-          out += d
-        })
-        child.stderr.on("data", (d) => {
-          err += d
-        })
-        const [code] = (await once(child, "exit")) as [number]
-        expect(code, err).toBe(0)
-        return JSON.parse(out) as string[]
-      }),
-    )
+    const work = engineProject("lease")
+    const release = path.join(work, "release")
+    const results = [1, 2, 3, 4].map((i) => path.join(work, `got-${i}.json`))
+    const children = [1, 2, 3, 4].map((i) => {
+      const child = spawn(
+        process.execPath,
+        [
+          "--import",
+          "tsx",
+          hammer,
+          database,
+          objects,
+          engineProject(`lease-${i}`),
+          String(KEYS),
+          `run-${i}`,
+          results[i - 1]!,
+          release,
+        ],
+        { cwd: repoRoot },
+      )
+      let err = ""
+      child.stderr.on("data", (d) => {
+        err += d
+      })
+      const exited = once(child, "exit").then(([code]) => ({ code: code as number, err }))
+      return { child, exited }
+    })
+    // Every holder stays alive until all have tried every key: none is a dead holder to take over from.
+    for (let i = 0; i < 1200 && !results.every((f) => fs.existsSync(f)); i++)
+      await new Promise((r) => setTimeout(r, 100))
+    fs.writeFileSync(release, "")
+    for (const c of children) {
+      const { code, err } = await c.exited
+      expect(code, err).toBe(0)
+    }
+    const outs = results.map((f) => JSON.parse(fs.readFileSync(f, "utf8")) as string[])
     const all = outs.flat()
     expect(all).toHaveLength(KEYS)
     expect(new Set(all).size).toBe(KEYS)
