@@ -13,6 +13,7 @@
  */
 import { Cause, Deferred, Effect, Exit, Fiber, Semaphore } from "effect"
 import type { ExecutionRecord, Store } from "../cache/Store.ts"
+import { StoreService } from "../cache/StoreService.ts"
 import type { Artifact, InputSpec, Ref } from "./Artifact.ts"
 import type { Executor } from "./Executor.ts"
 import { type Override, prepareAll } from "./Params.ts"
@@ -171,6 +172,15 @@ export const ingredientsOf = (
   inputs: digests,
   ...(environment === undefined ? {} : { environment }),
 })
+
+/** `run` against the store the program's context provides (cache/StoreService.ts). */
+export const runWithStore = (
+  options: Omit<RunOptions, "store">,
+): Effect.Effect<RunResult, never, StoreService> =>
+  Effect.gen(function* () {
+    const store = yield* StoreService
+    return yield* run({ ...options, store })
+  })
 
 export const run = (options: RunOptions): Effect.Effect<RunResult> =>
   Effect.suspend(() => {
