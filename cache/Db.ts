@@ -251,6 +251,16 @@ export class PostgresDb implements Db {
     }
   }
 
+  /** Statements (already in PostgreSQL's SQL) in one transaction and one round trip; all or none. */
+  batch(statements: ReadonlyArray<{ text: string; params: ReadonlyArray<unknown> }>) {
+    if (this.depth > 0) throw new Error("a batch runs in a transaction of its own")
+    this.remote.call("batch", [
+      { text: "BEGIN", params: [] },
+      ...statements.map((s) => ({ text: s.text, params: bindable(s.params) })),
+      { text: "COMMIT", params: [] },
+    ])
+  }
+
   close() {
     this.remote.close()
   }

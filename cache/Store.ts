@@ -349,18 +349,25 @@ export class Store {
     this.sql("DELETE FROM step_cache WHERE step_key = ?").run(key)
   }
 
+  /** Artifact rows already read (a digest's row never changes; a shared store's reads are round trips). */
+  private readonly artifactRows = new Map<string, ArtifactRow>()
+
   artifact(digest: string): ArtifactRow | undefined {
+    const known = this.artifactRows.get(digest)
+    if (known !== undefined) return known
     const row = this.sql("SELECT digest, kind, is_dir, size, meta FROM artifacts WHERE digest = ?").get(
       digest,
     ) as { digest: string; kind: string; is_dir: number; size: number; meta: string | null } | undefined
     if (row === undefined) return undefined
-    return {
+    const art: ArtifactRow = {
       digest: row.digest,
       kind: row.kind,
       isDir: row.is_dir === 1,
       size: row.size,
       meta: row.meta === null ? null : JSON.parse(row.meta),
     }
+    if (this.shared) this.artifactRows.set(digest, art)
+    return art
   }
 
   artifactFiles(digest: string): ArtifactFile[] {
@@ -384,8 +391,15 @@ export class Store {
   objectIntact(digest: string): boolean {
     const art = this.artifact(digest)
     if (art === undefined) return false
-    if (this.localIntact(digest, art)) return true
-    return this.remote?.present(digest, this.filesOf(digest, art)) === true
+    // A bucket's object is there when its row is: the row is written only after the upload, and gc
+    // deletes an object only after its row, under the lock recording takes. (verify asks the bucket.)
+    return this.remote !== undefined || this.localIntact(digest, art)
+  }
+
+  /** True when the bucket holds every file of the object with its recorded size (a request per file). */
+  remoteIntact(digest: string): boolean {
+    const art = this.artifact(digest)
+    return art !== undefined && this.remote?.present(digest, this.filesOf(digest, art)) === true
   }
 
   /** What a bucket needs to know of an object: its size, or its files' paths and sizes. */
@@ -431,7 +445,13 @@ export class Store {
         }
         fs.mkdirSync(dest, { recursive: true })
       }
-      this.remote.pull(digest, dest, files)
+      try {
+        this.remote.pull(digest, dest, files)
+      } catch (e) {
+        throw new Error(
+          `object ${digest} (${art.kind}) is recorded but could not be read from ${this.remote.where}: ${(e as Error).message.replace(/^[^:]*:\/\/[^:]*: /, "")} (tunegraph verify lists what is missing)`,
+        )
+      }
       for (const [rel, mode] of modes) if (mode === 755) fs.chmodSync(path.join(dest, rel), 0o755)
       const h = art.isDir ? hashDirSync(dest) : hashFileSync(dest)
       if (h.digest !== digest)
@@ -617,6 +637,12 @@ export class Store {
 
   /** Many executions at once (the cached steps of a no-op run). */
   recordMany(execs: ReadonlyArray<ExecutionRecord>) {
+    if (execs.length === 0) return
+    if (this.db instanceof PostgresDb && execs.every(batchable)) {
+      // One round trip: each execution and its edges in one statement, all in one transaction.
+      this.db.batch(execs.map(executionStatement))
+      return
+    }
     this.db.transaction(() => {
       for (const e of execs) this.recordUnsafe(e, [])
     }, true)
@@ -753,7 +779,7 @@ export class Store {
     } catch {
       // not on this machine
     }
-    return { digest: row.digest, intact: this.remote !== undefined && this.objectIntact(row.digest) }
+    return { digest: row.digest, intact: this.remote !== undefined }
   }
 
   /** A chunk entry's stored path when its object is intact, recording nothing (for `plan`). */
@@ -963,6 +989,45 @@ export class Store {
     )
   }
 }
+
+/** An execution whose rows are the execution, its inputs and outputs only (a cached step's). */
+const batchable = (e: ExecutionRecord) =>
+  e.sourceFiles === undefined &&
+  (e.log === undefined || e.log.length === 0) &&
+  (e.metrics === undefined || e.metrics.length === 0) &&
+  e.cache !== true
+
+/** PostgreSQL: an execution with its inputs and outputs as one statement (data-modifying CTEs). */
+const executionStatement = (e: ExecutionRecord): { text: string; params: unknown[] } => ({
+  text: `WITH e AS (
+      INSERT INTO executions (run_id, node, plugin, plugin_version, fingerprint, step_key, status, produced_by,
+        started_at, finished_at, ms, backend, annotations, error, ingredients)
+      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id),
+    i AS (INSERT INTO execution_inputs (execution_id, name, position, digest)
+      SELECT e.id, x.name, x.position, x.digest FROM e, json_to_recordset($16::json) AS x(name text, position int, digest text)),
+    o AS (INSERT INTO execution_outputs (execution_id, name, digest)
+      SELECT e.id, x.name, x.digest FROM e, json_to_recordset($17::json) AS x(name text, digest text))
+    SELECT id FROM e`,
+  params: [
+    e.runId,
+    e.node,
+    e.plugin,
+    e.version,
+    e.fingerprint,
+    e.key,
+    e.status,
+    e.producedBy ?? null,
+    e.startedAt,
+    e.finishedAt,
+    e.ms,
+    e.backend ?? null,
+    e.annotations === undefined ? null : JSON.stringify(e.annotations),
+    e.error ?? null,
+    e.ingredients === undefined ? null : JSON.stringify(e.ingredients),
+    JSON.stringify(e.inputs ?? []),
+    JSON.stringify(e.outputs ?? []),
+  ],
+})
 
 export const RACY_WINDOW_NS = 2_000_000_000n
 export const LEASE_STALE_MS = 120_000

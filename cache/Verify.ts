@@ -60,7 +60,7 @@ export const verifyStore = (store: Store): VerifyReport => {
     const p = store.objectPath(a.digest)
     if (store.remote !== undefined) {
       // A bucket: every object there with its files' sizes; the copies in this machine's cache re-hashed.
-      if (!store.objectIntact(a.digest)) {
+      if (!store.remoteIntact(a.digest)) {
         problems.push(`object ${a.digest} is missing from ${store.remote.where}`)
         continue
       }

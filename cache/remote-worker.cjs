@@ -42,9 +42,15 @@ const ops = {
   /** Several statements in one round trip to the worker (a transaction's inserts). */
   async batch(statements) {
     const out = []
-    for (const s of statements) {
-      const r = await client.query({ text: s.text, values: s.params })
-      out.push({ rows: r.rows, rowCount: r.rowCount ?? 0 })
+    try {
+      for (const s of statements) {
+        const r = await client.query({ text: s.text, values: s.params })
+        out.push({ rows: r.rows, rowCount: r.rowCount ?? 0 })
+      }
+    } catch (e) {
+      // the batch is one transaction: none of it stays
+      await client.query("ROLLBACK").catch(() => {})
+      throw e
     }
     return out
   },

@@ -212,6 +212,10 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
       })
 
     const outcomes = new Map<string, StepOutcome>()
+    const pendingCached: ExecutionRecord[] = []
+    const flushCached = () => {
+      if (pendingCached.length > 0) store.recordMany(pendingCached.splice(0))
+    }
     const held = new Set<string>()
     const cpus = Math.max(1, options.cpus ?? 2)
     const workDir = options.workDir ?? process.cwd()
@@ -227,8 +231,18 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
       const finish = (outcome: StepOutcome, record: ExecutionRecord | undefined, result: NodeResult) =>
         Effect.gen(function* () {
           outcomes.set(outcome.node, outcome)
-          // Written as it happens: a run killed with kill -9 keeps every row it already knew.
-          if (record !== undefined && !silent(outcome.node)) store.record(record)
+          // Written as it happens: a run killed with kill -9 keeps every row it already knew. (On a shared
+          // store the rows of cached steps go in batches, a round trip each: at most the last 200 ms of
+          // them are lost to a kill -9, and nothing a later run needs.)
+          if (record !== undefined && !silent(outcome.node)) {
+            if (store.shared && record.status === "cached") {
+              pendingCached.push(record)
+              if (pendingCached.length >= 64) flushCached()
+            } else {
+              flushCached()
+              store.record(record)
+            }
+          }
           if (!silent(outcome.node)) emit({ type: "end", outcome })
           yield* Deferred.succeed(done.get(outcome.node)!, result)
           if (!result.ok && options.failFast === true) return yield* Effect.die(new FailFast())
@@ -243,6 +257,11 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
           Effect.sleep("10 seconds").pipe(Effect.andThen(Effect.sync(() => store.heartbeat([...held])))),
         ),
       )
+      const flusher = store.shared
+        ? yield* Effect.forkChild(
+            Effect.forever(Effect.sleep("200 millis").pipe(Effect.andThen(Effect.sync(flushCached)))),
+          )
+        : undefined
 
       const runNode = (name: string) =>
         Effect.gen(function* () {
@@ -532,6 +551,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
         Effect.exit,
       )
       yield* Fiber.interrupt(heartbeat)
+      if (flusher !== undefined) yield* Fiber.interrupt(flusher)
       if (Exit.isFailure(joined) && !isFailFast(joined.cause)) return yield* Effect.failCause(joined.cause)
     }).pipe(
       Effect.onExit((exit) =>
@@ -549,6 +569,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
                 ms: 0,
               })
             }
+          flushCached()
           const interrupted = Exit.isFailure(exit) && Cause.hasInterrupts(exit.cause)
           const failed = [...outcomes.values()].some((o) => o.status === "failed")
           if (only === undefined)
