@@ -278,6 +278,8 @@ export class Store {
   /** Brings the schema up to date (SQLite's user_version, or PostgreSQL's schema_migrations). */
   migrate() {
     if (this.db.dialect === "postgres") {
+      // Up to date (the usual case): one query, no lock.
+      if (this.schemaVersion() === postgresMigrations.length) return
       this.db.transaction(() => {
         // one process migrates at a time; the others wait here, then find nothing to do
         this.sql("SELECT pg_advisory_xact_lock(7262001)").get()
@@ -636,12 +638,17 @@ export class Store {
   }
 
   /** Many executions at once (the cached steps of a no-op run). */
-  recordMany(execs: ReadonlyArray<ExecutionRecord>) {
+  recordMany(all: ReadonlyArray<ExecutionRecord>) {
+    let execs = all
     if (execs.length === 0) return
-    if (this.db instanceof PostgresDb && execs.every(batchable)) {
-      // One round trip: each execution and its edges in one statement, all in one transaction.
-      this.db.batch(execs.map(executionStatement))
-      return
+    if (this.db instanceof PostgresDb) {
+      // One round trip: each execution and its edges in one statement, all in one transaction
+      // (a source's, with its manifest, the usual way).
+      const rest = execs.filter((e) => !batchable(e))
+      const batch = execs.filter(batchable)
+      if (batch.length > 0) this.db.batch(batch.map(executionStatement))
+      if (rest.length === 0) return
+      execs = rest
     }
     this.db.transaction(() => {
       for (const e of execs) this.recordUnsafe(e, [])

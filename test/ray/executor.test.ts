@@ -180,9 +180,14 @@ describe.skipIf(ray === undefined)("the Ray executor", () => {
     child.stdout!.on("data", (d) => {
       stdout += d
     })
+    let exited = false
+    child.on("exit", () => {
+      exited = true
+    })
     const started = () => fs.readdirSync(markers).filter((m) => m.startsWith("sweep_"))
-    for (let i = 0; i < 1200 && started().length < 2; i++) await new Promise((r) => setTimeout(r, 100))
-    expect(started().length).toBe(2)
+    for (let i = 0; i < 1200 && started().length < 2 && !exited; i++)
+      await new Promise((r) => setTimeout(r, 100))
+    expect(started().length, `the run ended before two trials started:\n${stdout}`).toBe(2)
     child.kill("SIGINT")
     const [code] = (await once(child, "exit")) as [number]
     expect(code, stdout).toBe(130)
