@@ -340,10 +340,40 @@ export class Store {
   // ---------------------------------------------------------------- cache
 
   lookup(key: string): CacheEntry | undefined {
+    if (this.shared) return this.lookupShared(key)
     const row = this.sql("SELECT execution_id, outputs FROM step_cache WHERE step_key = ?").get(key) as
       | { execution_id: number; outputs: string }
       | undefined
     return row === undefined ? undefined : { executionId: row.execution_id, outputs: JSON.parse(row.outputs) }
+  }
+
+  /** A shared store's lookup: the entry and its outputs' artifact rows in one round trip (the rows are kept). */
+  private lookupShared(key: string): CacheEntry | undefined {
+    const rows = this.sql(
+      `SELECT c.execution_id, c.outputs, a.digest, a.kind, a.is_dir, a.size, a.meta FROM step_cache c
+         LEFT JOIN artifacts a ON a.digest IN (SELECT value FROM json_each_text(c.outputs::json))
+         WHERE c.step_key = ?`,
+    ).all(key) as Array<{
+      execution_id: number
+      outputs: string
+      digest: string | null
+      kind: string
+      is_dir: number
+      size: number
+      meta: string | null
+    }>
+    const first = rows[0]
+    if (first === undefined) return undefined
+    for (const r of rows)
+      if (r.digest !== null)
+        this.artifactRows.set(r.digest, {
+          digest: r.digest,
+          kind: r.kind,
+          isDir: r.is_dir === 1,
+          size: r.size,
+          meta: r.meta === null ? null : JSON.parse(r.meta),
+        })
+    return { executionId: first.execution_id, outputs: JSON.parse(first.outputs) }
   }
 
   /** Drops a cache entry whose objects are gone or damaged, so the step runs again. */
@@ -646,7 +676,16 @@ export class Store {
       // (a source's, with its manifest, the usual way).
       const rest = execs.filter((e) => !batchable(e))
       const batch = execs.filter(batchable)
-      if (batch.length > 0) this.db.batch(batch.map(executionStatement))
+      // one statement needs a node per run at most once; a repeat goes the usual way
+      const seen = new Set<string>()
+      const once = batch.filter((e) => {
+        const k = `${e.runId}\0${e.node}`
+        if (seen.has(k)) return false
+        seen.add(k)
+        return true
+      })
+      if (once.length > 0) this.db.batch([executionsStatement(once)])
+      rest.push(...batch.filter((e) => !once.includes(e)))
       if (rest.length === 0) return
       execs = rest
     }
@@ -1004,35 +1043,49 @@ const batchable = (e: ExecutionRecord) =>
   (e.metrics === undefined || e.metrics.length === 0) &&
   e.cache !== true
 
-/** PostgreSQL: an execution with its inputs and outputs as one statement (data-modifying CTEs). */
-const executionStatement = (e: ExecutionRecord): { text: string; params: unknown[] } => ({
-  text: `WITH e AS (
-      INSERT INTO executions (run_id, node, plugin, plugin_version, fingerprint, step_key, status, produced_by,
+/**
+ * PostgreSQL: executions with their inputs and outputs, all in one statement (data-modifying CTEs
+ * over a JSON array). Each has a node of its own in its run, which ties the ids back to them.
+ */
+const executionsStatement = (execs: ReadonlyArray<ExecutionRecord>): { text: string; params: unknown[] } => ({
+  text: `WITH x AS (
+      SELECT * FROM json_to_recordset($1::json) AS x(i int, run_id text, node text, plugin text, plugin_version text,
+        fingerprint text, step_key text, status text, produced_by bigint, started_at bigint, finished_at bigint,
+        ms double precision, backend text, annotations text, error text, ingredients text, inputs json, outputs json)),
+    e AS (INSERT INTO executions (run_id, node, plugin, plugin_version, fingerprint, step_key, status, produced_by,
         started_at, finished_at, ms, backend, annotations, error, ingredients)
-      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id),
+      SELECT run_id, node, plugin, plugin_version, fingerprint, step_key, status, produced_by, started_at,
+        finished_at, ms, backend, annotations, error, ingredients FROM x ORDER BY i
+      RETURNING id, run_id, node),
     i AS (INSERT INTO execution_inputs (execution_id, name, position, digest)
-      SELECT e.id, x.name, x.position, x.digest FROM e, json_to_recordset($16::json) AS x(name text, position int, digest text)),
-    o AS (INSERT INTO execution_outputs (execution_id, name, digest)
-      SELECT e.id, x.name, x.digest FROM e, json_to_recordset($17::json) AS x(name text, digest text))
-    SELECT id FROM e`,
+      SELECT e.id, y.name, y.position, y.digest FROM e JOIN x ON x.run_id = e.run_id AND x.node = e.node,
+        json_to_recordset(x.inputs) AS y(name text, position int, digest text))
+    INSERT INTO execution_outputs (execution_id, name, digest)
+      SELECT e.id, y.name, y.digest FROM e JOIN x ON x.run_id = e.run_id AND x.node = e.node,
+        json_to_recordset(x.outputs) AS y(name text, digest text)`,
   params: [
-    e.runId,
-    e.node,
-    e.plugin,
-    e.version,
-    e.fingerprint,
-    e.key,
-    e.status,
-    e.producedBy ?? null,
-    e.startedAt,
-    e.finishedAt,
-    e.ms,
-    e.backend ?? null,
-    e.annotations === undefined ? null : JSON.stringify(e.annotations),
-    e.error ?? null,
-    e.ingredients === undefined ? null : JSON.stringify(e.ingredients),
-    JSON.stringify(e.inputs ?? []),
-    JSON.stringify(e.outputs ?? []),
+    JSON.stringify(
+      execs.map((e, i) => ({
+        i,
+        run_id: e.runId,
+        node: e.node,
+        plugin: e.plugin,
+        plugin_version: e.version,
+        fingerprint: e.fingerprint,
+        step_key: e.key,
+        status: e.status,
+        produced_by: e.producedBy ?? null,
+        started_at: e.startedAt,
+        finished_at: e.finishedAt,
+        ms: e.ms,
+        backend: e.backend ?? null,
+        annotations: e.annotations === undefined ? null : JSON.stringify(e.annotations),
+        error: e.error ?? null,
+        ingredients: e.ingredients === undefined ? null : JSON.stringify(e.ingredients),
+        inputs: e.inputs ?? [],
+        outputs: e.outputs ?? [],
+      })),
+    ),
   ],
 })
 

@@ -13,7 +13,23 @@ const signal = new Int32Array(flag)
 let pg
 let client
 let s3
+let s3Options
 let bucket
+
+const client3 = () => {
+  if (s3 !== undefined) return s3
+  // The pinned SDK runs on Node 20 (the engines tunegraph supports); its notice of later versions is noise here.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = "true"
+  const { S3Client } = require("@aws-sdk/client-s3")
+  s3 = new S3Client({
+    region: s3Options.region,
+    endpoint: s3Options.endpoint,
+    forcePathStyle: s3Options.forcePathStyle,
+    // retries with backoff for a throttled or briefly unreachable endpoint
+    maxAttempts: 5,
+  })
+  return s3
+}
 
 const pgTypes = () => {
   const types = require("pg").types
@@ -54,18 +70,10 @@ const ops = {
     }
     return out
   },
+  /** The bucket's settings; the SDK loads at the first request (a no-op run makes none). */
   async s3Init(options) {
-    // The pinned SDK runs on Node 20 (the engines tunegraph supports); its notice of later versions is noise here.
-    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = "true"
-    const { S3Client } = require("@aws-sdk/client-s3")
+    s3Options = options
     bucket = options.bucket
-    s3 = new S3Client({
-      region: options.region,
-      endpoint: options.endpoint,
-      forcePathStyle: options.forcePathStyle,
-      // retries with backoff for a throttled or briefly unreachable endpoint
-      maxAttempts: 5,
-    })
     return null
   },
   /** Uploads files (key, local path), `concurrency` at a time; large ones in parallel parts. */
@@ -74,7 +82,7 @@ const ops = {
     await pool(items, concurrency, async (it) => {
       const size = fs.statSync(it.file).size
       const upload = new Upload({
-        client: s3,
+        client: client3(),
         params: { Bucket: bucket, Key: it.key, Body: fs.createReadStream(it.file), ContentLength: size },
         partSize: 64 * 1024 * 1024,
         queueSize: 4,
@@ -88,7 +96,7 @@ const ops = {
     const { GetObjectCommand } = require("@aws-sdk/client-s3")
     const { pipeline } = require("node:stream/promises")
     await pool(items, concurrency, async (it) => {
-      const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: it.key }))
+      const r = await client3().send(new GetObjectCommand({ Bucket: bucket, Key: it.key }))
       await pipeline(r.Body, fs.createWriteStream(it.file))
     })
     return null
@@ -102,7 +110,7 @@ const ops = {
       concurrency,
       async (it) => {
         try {
-          const r = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: it.key }))
+          const r = await client3().send(new HeadObjectCommand({ Bucket: bucket, Key: it.key }))
           sizes[it.i] = r.ContentLength ?? 0
         } catch (e) {
           const status = e?.$metadata?.httpStatusCode
@@ -118,7 +126,7 @@ const ops = {
     const out = []
     let token
     do {
-      const r = await s3.send(
+      const r = await client3().send(
         new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
       )
       for (const o of r.Contents ?? [])
@@ -130,7 +138,7 @@ const ops = {
   async s3Delete(keys) {
     const { DeleteObjectsCommand } = require("@aws-sdk/client-s3")
     for (let i = 0; i < keys.length; i += 1000) {
-      const r = await s3.send(
+      const r = await client3().send(
         new DeleteObjectsCommand({
           Bucket: bucket,
           Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })), Quiet: true },
@@ -144,12 +152,12 @@ const ops = {
   async s3EnsureBucket() {
     const { HeadBucketCommand, CreateBucketCommand } = require("@aws-sdk/client-s3")
     try {
-      await s3.send(new HeadBucketCommand({ Bucket: bucket }))
+      await client3().send(new HeadBucketCommand({ Bucket: bucket }))
       return false
     } catch (e) {
       if (e?.$metadata?.httpStatusCode !== 404 && e?.name !== "NotFound") throw e
     }
-    await s3.send(new CreateBucketCommand({ Bucket: bucket }))
+    await client3().send(new CreateBucketCommand({ Bucket: bucket }))
     return true
   },
   async close() {
