@@ -9,6 +9,7 @@ import { execFileSync, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { PLUGIN, syntheticPipeline } from "./Synthetic.ts"
 
 const root = path.resolve(import.meta.dirname, "..")
 const bin = path.join(root, "bin/tunegraph.js")
@@ -25,48 +26,10 @@ const wall = (cwd: string, args: string[]) => {
   return { ms, stdout: r.stdout }
 }
 
-const PLUGIN = `
-import * as fs from "node:fs"
-import { definePlugin, Effect, Files, kind, Pipeline, Schema, withDefault } from "tunegraph"
-const Blob = kind("Blob")
-const head = definePlugin({
-  name: "head", version: 1,
-  params: Schema.Struct({ bytes: Schema.Int.pipe(withDefault(64)) }),
-  inputs: { files: Files }, outputs: { out: Blob },
-  run: (ctx) => Effect.sync(() => {
-    const fd = fs.openSync(ctx.inputs.files.path, "r")
-    const buf = Buffer.alloc(ctx.params.bytes)
-    fs.readSync(fd, buf, 0, buf.length, 0)
-    fs.closeSync(fd)
-    fs.writeFileSync(ctx.output("out"), buf)
-  }),
-})
-const step = definePlugin({
-  name: "step", version: 1,
-  params: Schema.Struct({ i: Schema.Int }),
-  inputs: { a: Blob }, outputs: { out: Blob },
-  run: (ctx) => Effect.sync(() => {
-    fs.writeFileSync(ctx.output("out"), fs.readFileSync(ctx.inputs.a.path, "utf8") + ctx.params.i)
-  }),
-})
-`
-
 const synthetic = (dir: string) => {
   fs.writeFileSync(path.join(dir, "package.json"), "{}\n")
   fs.writeFileSync(path.join(dir, "seed.txt"), "seed\n")
-  const lines = [
-    PLUGIN,
-    `const p = Pipeline.make("synthetic-${NODES}")`,
-    `const src = p.source("seed", "seed.txt")`,
-  ]
-  lines.push(`const n0 = p.node("n0", head, { inputs: { files: src } }).out`)
-  // A binary tree of steps: node i reads node floor((i - 1) / 2).
-  for (let i = 1; i < NODES - 1; i++)
-    lines.push(
-      `const n${i} = p.node("n${i}", step, { inputs: { a: n${Math.floor((i - 1) / 2)} }, params: { i: ${i} } }).out`,
-    )
-  lines.push("export default p")
-  fs.writeFileSync(path.join(dir, "pipeline.ts"), lines.join("\n"))
+  fs.writeFileSync(path.join(dir, "pipeline.ts"), syntheticPipeline(NODES))
 }
 
 const bigSource = (dir: string) => {

@@ -320,6 +320,11 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
             (Array.isArray(d) ? d : [d]).map((digest, position) => ({ name: n, position, digest })),
           )
           const common = { ingredients, inputs: inputRows }
+          /** The step executed in this process, on `threads` threads. */
+          const here = (threads: number) =>
+            executeLocally(local, node, key, prepared.decoded, artifacts, threads, common, t0).pipe(
+              Effect.flatMap(settle),
+            )
 
           const fromCache = (): NodeResult | undefined => {
             if (forced.has(name)) return undefined
@@ -403,17 +408,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
               )
             }
             // The driver holds the key's lease for this job; the step runs here as it would there.
-            const threads = Math.max(1, node.plugin.resources.cpu ?? 1)
-            return yield* executeLocally(
-              local,
-              node,
-              key,
-              prepared.decoded,
-              artifacts,
-              threads,
-              common,
-              t0,
-            ).pipe(Effect.flatMap(settle))
+            return yield* here(Math.max(1, node.plugin.resources.cpu ?? 1))
           }
 
           const hit = fromCache()
@@ -445,17 +440,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
                 return executeRemotely(local, remote, node, key, common, t0).pipe(Effect.flatMap(settle))
               const resources = node.plugin.resources
               const threads = Math.min(cpus, Math.max(1, resources.cpu ?? 1))
-              const body = executeLocally(
-                local,
-                node,
-                key,
-                prepared.decoded,
-                artifacts,
-                threads,
-                common,
-                t0,
-              ).pipe(Effect.flatMap(settle))
-              const withCpu = Semaphore.withPermits(cpuSem, threads)(body)
+              const withCpu = Semaphore.withPermits(cpuSem, threads)(here(threads))
               return resources.gpu === true && gpus > 0 ? Semaphore.withPermits(gpuSem, 1)(withCpu) : withCpu
             }),
             release,
