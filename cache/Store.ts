@@ -80,6 +80,17 @@ export interface StoredObject {
   readonly spare?: string
 }
 
+interface CacheRow {
+  readonly step_key: string
+  readonly execution_id: number
+  readonly outputs: string
+  readonly digest: string | null
+  readonly kind: string
+  readonly is_dir: number
+  readonly size: number
+  readonly meta: string | null
+}
+
 export interface StatRow {
   readonly dev: number
   readonly ino: number
@@ -347,24 +358,33 @@ export class Store {
     return row === undefined ? undefined : { executionId: row.execution_id, outputs: JSON.parse(row.outputs) }
   }
 
-  /** A shared store's lookup: the entry and its outputs' artifact rows in one round trip (the rows are kept). */
-  private lookupShared(key: string): CacheEntry | undefined {
+  /** Cache entries read ahead (a shared store's run reads those of its pipeline's last run at once); each serves one lookup. */
+  private readonly prefetched = new Map<string, CacheEntry>()
+
+  /**
+   * A shared store: reads the cache entries of the keys the last finished run of
+   * this pipeline used, with their outputs' rows, in one query, so that a
+   * re-run's lookups are not a round trip each. Called once the run is
+   * recorded as running: gc keeps every cache entry while a run is in progress.
+   */
+  prefetchCache(pipelinePath: string) {
+    if (!this.shared) return
     const rows = this.sql(
-      `SELECT c.execution_id, c.outputs, a.digest, a.kind, a.is_dir, a.size, a.meta FROM step_cache c
-         LEFT JOIN artifacts a ON a.digest IN (SELECT value FROM json_each_text(c.outputs::json))
-         WHERE c.step_key = ?`,
-    ).all(key) as Array<{
-      execution_id: number
-      outputs: string
-      digest: string | null
-      kind: string
-      is_dir: number
-      size: number
-      meta: string | null
-    }>
-    const first = rows[0]
-    if (first === undefined) return undefined
-    for (const r of rows)
+      `SELECT c.step_key, c.execution_id, c.outputs, a.digest, a.kind, a.is_dir, a.size, a.meta FROM step_cache c
+         JOIN (SELECT DISTINCT step_key FROM executions WHERE step_key IS NOT NULL AND run_id =
+           (SELECT id FROM runs WHERE pipeline_path = ? AND status IN ('succeeded', 'failed')
+              ORDER BY started_at DESC LIMIT 1)) k ON k.step_key = c.step_key
+         LEFT JOIN artifacts a ON a.digest IN (SELECT value FROM json_each_text(c.outputs::json))`,
+    ).all(pipelinePath) as CacheRow[]
+    for (const [key, entry] of this.cacheRows(rows)) this.prefetched.set(key, entry)
+  }
+
+  /** Cache entries from rows of an entry joined with its outputs' artifacts (whose rows are kept). */
+  private cacheRows(rows: ReadonlyArray<CacheRow>): Map<string, CacheEntry> {
+    const out = new Map<string, CacheEntry>()
+    for (const r of rows) {
+      if (!out.has(r.step_key))
+        out.set(r.step_key, { executionId: r.execution_id, outputs: JSON.parse(r.outputs) })
       if (r.digest !== null)
         this.artifactRows.set(r.digest, {
           digest: r.digest,
@@ -373,11 +393,28 @@ export class Store {
           size: r.size,
           meta: r.meta === null ? null : JSON.parse(r.meta),
         })
-    return { executionId: first.execution_id, outputs: JSON.parse(first.outputs) }
+    }
+    return out
+  }
+
+  /** A shared store's lookup: the entry and its outputs' artifact rows in one round trip (the rows are kept). */
+  private lookupShared(key: string): CacheEntry | undefined {
+    const ahead = this.prefetched.get(key)
+    if (ahead !== undefined) {
+      this.prefetched.delete(key)
+      return ahead
+    }
+    const rows = this.sql(
+      `SELECT c.step_key, c.execution_id, c.outputs, a.digest, a.kind, a.is_dir, a.size, a.meta FROM step_cache c
+         LEFT JOIN artifacts a ON a.digest IN (SELECT value FROM json_each_text(c.outputs::json))
+         WHERE c.step_key = ?`,
+    ).all(key) as CacheRow[]
+    return this.cacheRows(rows).get(key)
   }
 
   /** Drops a cache entry whose objects are gone or damaged, so the step runs again. */
   forget(key: string) {
+    this.prefetched.delete(key)
     this.sql("DELETE FROM step_cache WHERE step_key = ?").run(key)
   }
 

@@ -203,13 +203,15 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
     const emit = options.onEvent ?? (() => {})
     const started = Date.now()
     store.sweepTmp()
-    if (only === undefined)
+    if (only === undefined) {
       store.beginRun({
         id: runId,
         pipeline: pipeline.name,
         pipelinePath: options.pipelinePath,
         argv: options.argv ?? [],
       })
+      store.prefetchCache(options.pipelinePath)
+    }
 
     const outcomes = new Map<string, StepOutcome>()
     const pendingCached: ExecutionRecord[] = []
