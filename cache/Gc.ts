@@ -72,6 +72,7 @@ interface RunRow {
   pid: number
   host: string
   started_at: number
+  heartbeat_at: number | null
 }
 
 /** Bytes of the files under a path (a file or a directory). */
@@ -88,8 +89,14 @@ export const diskBytes = (p: string): number => {
   return total
 }
 
+/** A run in progress: its process is alive (this machine), or it beat lately (another; a run from before heartbeats: a week). */
 const liveRun = (r: RunRow, now: number) =>
-  r.status === "running" && (r.host === HOST ? processAlive(r.pid) : now - r.started_at < OTHER_HOST_RUN_MS)
+  r.status === "running" &&
+  (r.host === HOST
+    ? processAlive(r.pid)
+    : r.heartbeat_at !== null
+      ? now - r.heartbeat_at < LEASE_STALE_MS
+      : now - r.started_at < OTHER_HOST_RUN_MS)
 
 /** Where a test can act between gc moving an object away and checking it for a row. */
 export const gcHooks = { afterMove: (_digest: string): void => {} }
@@ -117,7 +124,7 @@ export const collectGarbage = (store: Store, options: GcOptions): GcReport => {
     const now = Date.now()
     const runs = db
       .prepare(
-        "SELECT id, pipeline_path, status, pid, host, started_at FROM runs ORDER BY started_at DESC, id DESC",
+        "SELECT id, pipeline_path, status, pid, host, started_at, heartbeat_at FROM runs ORDER BY started_at DESC, id DESC",
       )
       .all() as RunRow[]
     const inProgress = runs.filter((r) => liveRun(r, now)).map((r) => r.id)

@@ -241,6 +241,11 @@ export const migrations: ReadonlyArray<string> = [
     PRIMARY KEY (digest, target)
   ) WITHOUT ROWID;
   `,
+  // 6: a running run's heartbeat, so that another machine sharing the store can tell a dead one
+  // (its process is out of reach of processAlive there) and reap it as crashed.
+  `
+  ALTER TABLE runs ADD COLUMN heartbeat_at INTEGER;
+  `,
 ]
 
 const iso = (ms: string) =>
@@ -467,5 +472,9 @@ export const postgresMigrations: ReadonlyArray<string> = [
          ${iso("c.created_at")} AS created,
          (SELECT count(*) FROM chunk_uses u WHERE u.chunk_key = c.chunk_key) AS uses
   FROM chunks c LEFT JOIN artifacts a ON a.digest = c.digest;
+  `,
+  // 2: as SQLite's 6, a running run's heartbeat.
+  `
+  ALTER TABLE runs ADD COLUMN heartbeat_at BIGINT;
   `,
 ]

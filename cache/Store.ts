@@ -252,13 +252,19 @@ export class Store {
    * moment the run is known to have been alive: its last recorded step.
    */
   reapCrashed(): number {
+    // Another machine's run is dead when it stopped beating (a store shared by machines).
+    const stale = this.sql(
+      `UPDATE runs SET status = 'crashed', finished_at = coalesce(
+         (SELECT max(coalesce(finished_at, started_at)) FROM executions WHERE run_id = runs.id), heartbeat_at)
+       WHERE status = 'running' AND host != ? AND heartbeat_at IS NOT NULL AND heartbeat_at < ?`,
+    ).run(HOST, Date.now() - LEASE_STALE_MS).changes
     const rows = this.sql("SELECT id, pid FROM runs WHERE status = 'running' AND host = ?").all(
       HOST,
     ) as Array<{
       id: string
       pid: number
     }>
-    let n = 0
+    let n = stale
     for (const r of rows) {
       if (r.pid === process.pid || processAlive(r.pid)) continue
       n += this.sql(
@@ -683,8 +689,22 @@ export class Store {
 
   beginRun(run: { id: string; pipeline: string; pipelinePath: string; argv: ReadonlyArray<string> }) {
     this.sql(
-      "INSERT INTO runs (id, pipeline, pipeline_path, started_at, status, argv, pid, host) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
-    ).run(run.id, run.pipeline, run.pipelinePath, Date.now(), JSON.stringify(run.argv), process.pid, HOST)
+      "INSERT INTO runs (id, pipeline, pipeline_path, started_at, status, argv, pid, host, heartbeat_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+    ).run(
+      run.id,
+      run.pipeline,
+      run.pipelinePath,
+      Date.now(),
+      JSON.stringify(run.argv),
+      process.pid,
+      HOST,
+      Date.now(),
+    )
+  }
+
+  /** A running run says it is alive (every 10 s): other machines reap it as crashed when it stops. */
+  runHeartbeat(id: string) {
+    this.sql("UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'").run(Date.now(), id)
   }
 
   finishRun(id: string, status: "succeeded" | "failed" | "interrupted") {

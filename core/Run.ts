@@ -256,7 +256,14 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
 
       const heartbeat = yield* Effect.forkChild(
         Effect.forever(
-          Effect.sleep("10 seconds").pipe(Effect.andThen(Effect.sync(() => store.heartbeat([...held])))),
+          Effect.sleep("10 seconds").pipe(
+            Effect.andThen(
+              Effect.sync(() => {
+                store.heartbeat([...held])
+                if (only === undefined) store.runHeartbeat(runId)
+              }),
+            ),
+          ),
         ),
       )
       const flusher = store.shared

@@ -190,6 +190,31 @@ describe.skipIf(server === undefined || endpoint === undefined)("a shared store 
     verify(dir, env)
   })
 
+  it("another machine's run that stopped beating reads as crashed; one that beats is in progress for gc", () => {
+    const { env, database } = sharedStore("dir")
+    const dir = engineProject("shared-hosts")
+    expect(runJson(dir, ["pipeline.ts"], env).code).toBe(0)
+    const now = Date.now()
+    // Two runs of a machine this one cannot see into: one beat 10 minutes ago, one 2 seconds ago.
+    for (const [id, beat] of [
+      ["other-dead", now - 600_000],
+      ["other-alive", now - 2_000],
+    ] as const)
+      psql(
+        database,
+        `INSERT INTO runs (id, pipeline, pipeline_path, started_at, status, argv, pid, host, heartbeat_at)
+         VALUES ('${id}', 'engine-test', '/elsewhere/pipeline.ts', ${now - 900_000}, 'running', '[]', 4242, 'other-machine', ${beat})`,
+      )
+    const runs = JSON.parse(cli(dir, ["runs", "--json"], env).stdout) as {
+      runs: Array<{ run: string; status: string }>
+    }
+    const status = Object.fromEntries(runs.runs.map((r) => [r.run, r.status]))
+    expect(status["other-dead"]).toBe("crashed")
+    expect(status["other-alive"]).toBe("running")
+    const gc = JSON.parse(cli(dir, ["gc", "--dry-run", "--json"], env).stdout) as { inProgress: string[] }
+    expect(gc.inProgress).toEqual(["other-alive"])
+  })
+
   it("gc beside a running pipeline loses nothing", async () => {
     const { env } = sharedStore("s3")
     const dir = engineProject("shared-gc")
