@@ -4,7 +4,7 @@ import type { Store } from "../../cache/Store.ts"
 import { verifyStore } from "../../cache/Verify.ts"
 import { bool, int, parseArgs, UsageError } from "./Args.ts"
 import { bold, dim, green, red, seconds, yellow } from "./Output.ts"
-import { openExistingStore } from "./StoreArg.ts"
+import { openExistingStore, quietOnClosedPipe } from "./StoreArg.ts"
 
 interface RunRow {
   id: string
@@ -29,6 +29,7 @@ const counts = (store: Store, runId: string) =>
   ) as Record<string, number>
 
 export const cmdRuns = (argv: ReadonlyArray<string>): number => {
+  quietOnClosedPipe()
   const args = parseArgs(argv, { json: "boolean", store: "string", limit: "string" })
   const store = openExistingStore(args)
   const limit = int(args, "limit") ?? 20
@@ -82,6 +83,7 @@ export const resolveRun = (store: Store, ref: string): RunRow => {
 }
 
 export const cmdShow = (argv: ReadonlyArray<string>): number => {
+  quietOnClosedPipe()
   const args = parseArgs(argv, { json: "boolean", store: "string" })
   const ref = args.positionals[0]
   if (ref === undefined) throw new UsageError("usage: tunegraph show <run|last>")
