@@ -473,6 +473,8 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
       ) => {
         const publish = node.plugin.publish
         if (publish === undefined || options.sinks === false) return Effect.void
+        // A sink copies its outputs out: on a shared store they come into this machine's cache first.
+        for (const a of Object.values(outputs)) store.materialize(a.digest)
         return publish({
           node: node.name,
           params: decoded,

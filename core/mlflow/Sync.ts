@@ -210,6 +210,7 @@ export const syncRun = async (o: SyncOptions): Promise<SyncResult> => {
     for (const out of outputsOf(e)) {
       const files = wanted[out.output]
       if (files === undefined) continue
+      store.materialize(out.digest)
       const obj = store.objectPath(out.digest)
       if (!fs.existsSync(obj)) continue
       const isDir = fs.statSync(obj).isDirectory()

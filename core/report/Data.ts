@@ -137,6 +137,8 @@ const readEvaluation = (
 ): Evaluation | undefined => {
   const art = store.artifact(digest)
   if (art === undefined) return undefined
+  // (a shared store's object comes into this machine's cache first)
+  store.materialize(digest)
   let file = store.objectPath(digest)
   if (art.isDir) {
     const files = store.artifactFiles(digest)

@@ -93,6 +93,24 @@ describe.skipIf(server === undefined || endpoint === undefined)("a shared store 
       verify(a, env)
     })
 
+  it("a sink cached on another machine writes its outside copy from the bucket", () => {
+    const { env } = sharedStore("s3")
+    const [a, b] = [engineProject("sink-a"), engineProject("sink-b")]
+    for (const d of [a, b])
+      fs.copyFileSync(
+        path.join(repoRoot, "test/fixtures/shared/sink-pipeline.ts"),
+        path.join(d, "pipeline.ts"),
+      )
+    const first = runJson(a, ["pipeline.ts"], env)
+    expect(first.code, first.stderr).toBe(0)
+    const second = runJson(b, ["pipeline.ts"], { ...env, TUNEGRAPH_LOCAL: path.join(b, "cache") })
+    expect(second.code, second.stderr).toBe(0)
+    expect(statuses(second.json).publish).toBe("cached")
+    expect(fs.readFileSync(path.join(b, "published.txt"), "utf8")).toBe(
+      fs.readFileSync(path.join(a, "published.txt"), "utf8"),
+    )
+  })
+
   it("three processes racing on one pipeline compute each key once, round after round", async () => {
     const { env } = sharedStore("s3")
     const dirs = [engineProject("race-1"), engineProject("race-2"), engineProject("race-3")]
