@@ -18,11 +18,12 @@
  *   bash test/services/postgres.sh stop; bash test/services/moto.sh stop   # stop the services afterwards
  *
  * On two cores (loopback PostgreSQL 15, moto 5.2.5), medians of 7 interleaved no-op re-runs:
- * embedded 262 ms; shared with objects in S3 508 ms (1.94x), in a directory 535 ms (2.04x); a
- * second machine (nothing cached locally) 593 ms (2.26x). Each query is a round trip of about
- * 0.2-0.45 ms through the worker; a no-op node costs one (the entry with its outputs' rows), and
- * the cached steps' rows go in batches of one statement. 1 GiB object: up 80 MB/s, down and
- * verified 180 MB/s (moto's server is the limit: it peaked at 3.4 GiB RSS for the upload).
+ * embedded 220 ms; shared with objects in S3 334 ms (1.52x), in a directory 344 ms (1.56x); a
+ * second machine's first no-op 504 ms (2.29x: no run of its checkout's pipeline to read ahead
+ * from), its next 342 ms (1.55x). A query is a round trip of about 0.2-0.45 ms through the
+ * worker: a re-run reads its cache entries ahead in one query, and writes the cached steps' rows
+ * in batches of one statement. 1 GiB object: up 136 MB/s, down and verified 309 MB/s (moto's
+ * server is the limit: 2.4 GiB peak RSS for the upload).
  */
 import { spawnSync } from "node:child_process"
 import { createHash, randomBytes } from "node:crypto"
