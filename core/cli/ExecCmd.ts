@@ -18,15 +18,26 @@ import { defaultCpus, defaultGpus } from "./Slots.ts"
 /** POSIX shell quoting of one word. */
 export const shellWord = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`)
 
-/** The environment a worker needs to reach the shared store: its address, and the object store's credentials. */
+/** Where the object store is, for a worker: the AWS variables that hold no secret. */
+const NOT_SECRET = [
+  "AWS_REGION",
+  "AWS_DEFAULT_REGION",
+  "AWS_ENDPOINT_URL",
+  "AWS_ENDPOINT_URL_S3",
+  "AWS_PROFILE",
+]
+
+/** The environment a worker needs to reach the shared store: its address, and where the bucket is. */
 const workerEnv = (args: Parsed): Record<string, string> => {
   const env: Record<string, string> = {}
   const store = str(args, "store") ?? process.env.TUNEGRAPH_STORE
   const objects = str(args, "objects") ?? process.env.TUNEGRAPH_OBJECTS
-  if (store !== undefined) env.TUNEGRAPH_STORE = store
+  // A job's environment is kept with the job on the cluster (its values redacted in the Jobs API):
+  // secrets are not passed on unless asked for (--ray-env). Workers take them from their own environment (KubeRay
+  // secrets, an instance role); the database URL goes without its password.
+  if (store !== undefined) env.TUNEGRAPH_STORE = store.replace(/\/\/([^:/@]+):[^@/]*@/, "//$1@")
   if (objects !== undefined) env.TUNEGRAPH_OBJECTS = objects
-  for (const [k, v] of Object.entries(process.env))
-    if (v !== undefined && (/^AWS_/.test(k) || k === "PGPASSWORD")) env[k] = v
+  for (const k of NOT_SECRET) if (process.env[k] !== undefined) env[k] = process.env[k]!
   // --ray-env NAME passes this process's value on, --ray-env NAME=VALUE sets one
   for (const e of list(args, "ray-env")) {
     const eq = e.indexOf("=")

@@ -59,7 +59,13 @@ const init = (env: Record<string, string>) => {
   expect(r.code, r.stderr).toBe(0)
 }
 
-const onRay = ["--ray-env", "TG_FIT_MS=0", "--executor", "ray", "--ray-address"]
+// moto takes any credentials, but the workers need some: passed on, as secrets are, by name only.
+const onRay = [
+  ...["TG_FIT_MS=0", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"].flatMap((e) => ["--ray-env", e]),
+  "--executor",
+  "ray",
+  "--ray-address",
+]
 /** The test pipeline's own variables, passed on to the jobs. */
 const passOn = (...names: string[]) => names.flatMap((n) => ["--ray-env", n])
 
@@ -113,6 +119,8 @@ describe.skipIf(ray === undefined)("the Ray executor", () => {
     const r = runJson(dir, ["pipeline.ts", ...onRay, ray!, ...passOn("TG_FIT_MS")], {
       ...env,
       TG_FIT_MS: "1500",
+      PGPASSWORD: "not-for-the-dashboard",
+      AWS_SESSION_TOKEN: "not-for-the-dashboard",
     })
     expect(r.code, `${r.stderr}\n${JSON.stringify(r.json)}`).toBe(0)
     const steps = r.json.steps as Step[]
@@ -127,6 +135,16 @@ describe.skipIf(ray === undefined)("the Ray executor", () => {
     expect([...placed].sort()).toEqual([...alive].sort())
     const gpu = steps.find((s) => s.node === "gpu-check")!
     expect(gpu.executor!.jobs[0]!.node).toBe(await gpuNodeId())
+    // What the jobs were given: where the store is, and only the secrets asked for by name.
+    const job = (await (await fetch(`${ray}/api/jobs/${gpu.executor!.jobs[0]!.job}`)).json()) as {
+      runtime_env: { env_vars: Record<string, string> }
+    }
+    const given = job.runtime_env.env_vars
+    // (Ray shows the names; it redacts the values)
+    for (const k of ["TUNEGRAPH_STORE", "TUNEGRAPH_OBJECTS", "AWS_ENDPOINT_URL_S3", "AWS_SECRET_ACCESS_KEY"])
+      expect(Object.keys(given), k).toContain(k)
+    expect(given.PGPASSWORD).toBeUndefined()
+    expect(given.AWS_SESSION_TOKEN).toBeUndefined()
     // The step ran with the device Ray assigned it; its log and its placement are in lineage.
     const q = cli(
       dir,
