@@ -37,8 +37,9 @@ export interface Db {
   exec(sql: string): void
   /**
    * Runs `f` in one transaction. `immediate` takes SQLite's write lock first
-   * (PostgreSQL locks rows as it writes them); a PostgreSQL transaction that
-   * loses a deadlock or a serialization check is run again.
+   * (PostgreSQL locks rows as it writes them: gc locks its tables itself); a
+   * PostgreSQL transaction or batch that loses a deadlock or a serialization
+   * check is run again.
    */
   transaction<A>(f: () => A, immediate?: boolean): A
   close(): void
@@ -254,11 +255,21 @@ export class PostgresDb implements Db {
   /** Statements (already in PostgreSQL's SQL) in one transaction and one round trip; all or none. */
   batch(statements: ReadonlyArray<{ text: string; params: ReadonlyArray<unknown> }>) {
     if (this.depth > 0) throw new Error("a batch runs in a transaction of its own")
-    this.remote.call("batch", [
+    const all = [
       { text: "BEGIN", params: [] },
       ...statements.map((s) => ({ text: s.text, params: bindable(s.params) })),
       { text: "COMMIT", params: [] },
-    ])
+    ]
+    for (let attempt = 1; ; attempt++) {
+      try {
+        this.remote.call("batch", all)
+        return
+      } catch (e) {
+        const code = (e as RemoteError).code
+        if (attempt < 10 && code !== undefined && RETRY_CODES.has(code)) continue
+        throw e
+      }
+    }
   }
 
   close() {

@@ -22,7 +22,7 @@
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { LEASE_STALE_MS, processAlive, removeTree, type Store } from "./Store.ts"
+import { LEASE_STALE_MS, processAlive, removeTree, type Store, sleepMs } from "./Store.ts"
 
 export class GcError extends Error {
   override readonly name = "GcError"
@@ -98,8 +98,40 @@ const liveRun = (r: RunRow, now: number) =>
       ? now - r.heartbeat_at < LEASE_STALE_MS
       : now - r.started_at < OTHER_HOST_RUN_MS)
 
-/** Where a test can act between gc moving an object away and checking it for a row. */
-export const gcHooks = { afterMove: (_digest: string): void => {} }
+/**
+ * Where a test can act: between gc deciding what to keep and deleting the
+ * rest (`afterMark`), and between moving an object away and checking it for a
+ * row (`afterMove`).
+ */
+export const gcHooks = { afterMark: (): void => {}, afterMove: (_digest: string): void => {} }
+
+/**
+ * The tables gc reads to decide and deletes from. On PostgreSQL, which locks
+ * rows and not the database as SQLite's write lock does, gc holds them all in
+ * EXCLUSIVE mode (reads go on, writes wait): otherwise a run recording while
+ * gc marks adds executions gc never saw, and gc deletes them.
+ */
+const GC_TABLES = [
+  "runs",
+  "leases",
+  "pins",
+  "artifacts",
+  "artifact_files",
+  "executions",
+  "execution_inputs",
+  "execution_outputs",
+  "step_cache",
+  "logs",
+  "metrics",
+  "chunks",
+  "chunk_uses",
+  "source_files",
+  "stat_cache",
+  "line_indexes",
+]
+/** How long gc waits for the tables before it lets go and tries again: under PostgreSQL's deadlock check (1 s), so a run is never the one aborted. */
+const GC_LOCK_WAIT_MS = 500
+const GC_LOCK_TRIES = 240
 
 export const collectGarbage = (store: Store, options: GcOptions): GcReport => {
   const dryRun = options.dryRun === true
@@ -121,6 +153,11 @@ export const collectGarbage = (store: Store, options: GcOptions): GcReport => {
     doomed: Array<{ digest: string; size: number }>
   }
   const mark = () => {
+    if (db.dialect === "postgres") {
+      db.exec(`SET LOCAL lock_timeout = '${GC_LOCK_WAIT_MS}ms'`)
+      db.exec(`LOCK TABLE ${GC_TABLES.join(", ")} IN EXCLUSIVE MODE`)
+      db.exec("SET LOCAL lock_timeout = 0")
+    }
     const now = Date.now()
     const runs = db
       .prepare(
@@ -235,6 +272,7 @@ export const collectGarbage = (store: Store, options: GcOptions): GcReport => {
        DELETE FROM temp.gc_chunks;`,
     )
 
+    gcHooks.afterMark()
     const dead = "execution_id NOT IN (SELECT id FROM temp.gc_live)"
     const doomed = db
       .prepare("SELECT digest, size FROM artifacts WHERE digest NOT IN (SELECT digest FROM temp.gc_keep)")
@@ -279,10 +317,20 @@ export const collectGarbage = (store: Store, options: GcOptions): GcReport => {
     }
     if (dryRun) throw new Rollback()
   }
-  try {
-    db.transaction(mark, true)
-  } catch (e) {
-    if (!(e instanceof Rollback)) throw e
+  for (let attempt = 1; ; attempt++) {
+    try {
+      db.transaction(mark, true)
+      break
+    } catch (e) {
+      if (e instanceof Rollback) break
+      // Runs were writing: gc let go of what it had locked so they can finish, and tries again.
+      if ((e as { code?: string }).code !== "55P03") throw e
+      if (attempt === GC_LOCK_TRIES)
+        throw new Error(
+          `gc could not lock ${db.where}'s tables in ${GC_LOCK_TRIES} tries of ${GC_LOCK_WAIT_MS} ms: runs kept writing; nothing was deleted, run gc again`,
+        )
+      sleepMs(50 + Math.floor(Math.random() * 200))
+    }
   }
 
   // Objects: those whose rows were just deleted, then any other object without a row.

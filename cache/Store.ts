@@ -131,15 +131,17 @@ const isBusy = (e: unknown): boolean => {
  * (switching a new database to WAL, a read upgraded to a write): waiting a
  * little and trying again is what the busy timeout would have done.
  */
+/** Blocks this thread for `ms` (the store's calls are synchronous). */
+export const sleepMs = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
+
 export const retryBusy = <A>(f: () => A, ms = 20_000): A => {
   const until = Date.now() + ms
-  const pause = new Int32Array(new SharedArrayBuffer(4))
   for (let wait = 5; ; wait = Math.min(wait * 2, 250)) {
     try {
       return f()
     } catch (e) {
       if (!isBusy(e) || Date.now() > until) throw e
-      Atomics.wait(pause, 0, 0, wait)
+      sleepMs(wait)
     }
   }
 }
