@@ -17,13 +17,15 @@
  *   BENCH_OBJECT_MB=0 npx tsx bench/shared.ts               # no-op re-runs only
  *   bash test/services/postgres.sh stop; bash test/services/moto.sh stop   # stop the services afterwards
  *
- * On two cores (loopback PostgreSQL 15, moto 5.2.5), medians of 7 interleaved no-op re-runs:
- * embedded 220 ms; shared with objects in S3 334 ms (1.52x), in a directory 344 ms (1.56x); a
- * second machine's first no-op 504 ms (2.29x: no run of its checkout's pipeline to read ahead
- * from), its next 342 ms (1.55x). A query is a round trip of about 0.2-0.45 ms through the
- * worker: a re-run reads its cache entries ahead in one query, and writes the cached steps' rows
- * in batches of one statement. 1 GiB object: up 136 MB/s, down and verified 309 MB/s (moto's
- * server is the limit: 2.4 GiB peak RSS for the upload).
+ * On two cores (loopback PostgreSQL 15, moto 5.2.5), medians of 7 interleaved no-op re-runs, two
+ * runs of the bench on one day (this machine was slower that day than on the day of the 1 GiB
+ * figures): embedded 371 and 388 ms; shared with objects in S3 650 and 652 ms (1.75x, 1.68x), in a
+ * directory 624 and 621 ms (1.68x, 1.60x); a second machine's first no-op 670 and 663 ms (1.80x,
+ * 1.71x: it reads ahead from the last run of the pipeline of the same name, made from another
+ * checkout), its next 645 and 630 ms (1.74x, 1.63x). A query is a round trip of about 0.2-0.45 ms
+ * through the worker: a re-run reads its cache entries ahead in one query, and writes the cached
+ * steps' rows in batches of one statement. 1 GiB object: up 136 MB/s, down and verified 309 MB/s
+ * (moto's server is the limit: 2.4 GiB peak RSS for the upload).
  */
 import { spawnSync } from "node:child_process"
 import { createHash, randomBytes } from "node:crypto"

@@ -372,18 +372,21 @@ export class Store {
   /**
    * A shared store: reads the cache entries of the keys the last finished run of
    * this pipeline used, with their outputs' rows, in one query, so that a
-   * re-run's lookups are not a round trip each. Called once the run is
-   * recorded as running: gc keeps every cache entry while a run is in progress.
+   * re-run's lookups are not a round trip each. The pipeline is the same file
+   * where this checkout ran it before, else the pipeline of the same name run
+   * from another checkout (a machine's first run). Only a hint: a key it did
+   * not read is looked up alone. Called once the run is recorded as running:
+   * gc keeps every cache entry while a run is in progress.
    */
-  prefetchCache(pipelinePath: string) {
+  prefetchCache(pipelinePath: string, pipeline: string) {
     if (!this.shared) return
     const rows = this.sql(
       `SELECT c.step_key, c.execution_id, c.outputs, a.digest, a.kind, a.is_dir, a.size, a.meta FROM step_cache c
          JOIN (SELECT DISTINCT step_key FROM executions WHERE step_key IS NOT NULL AND run_id =
-           (SELECT id FROM runs WHERE pipeline_path = ? AND status IN ('succeeded', 'failed')
-              ORDER BY started_at DESC LIMIT 1)) k ON k.step_key = c.step_key
+           (SELECT id FROM runs WHERE (pipeline_path = ? OR pipeline = ?) AND status IN ('succeeded', 'failed')
+              ORDER BY (pipeline_path = ?) DESC, started_at DESC LIMIT 1)) k ON k.step_key = c.step_key
          LEFT JOIN artifacts a ON a.digest IN (SELECT value FROM json_each_text(c.outputs::json))`,
-    ).all(pipelinePath) as CacheRow[]
+    ).all(pipelinePath, pipeline, pipelinePath) as CacheRow[]
     for (const [key, entry] of this.cacheRows(rows)) this.prefetched.set(key, entry)
   }
 

@@ -210,7 +210,7 @@ export const run = (options: RunOptions): Effect.Effect<RunResult> =>
         pipelinePath: options.pipelinePath,
         argv: options.argv ?? [],
       })
-      store.prefetchCache(options.pipelinePath)
+      store.prefetchCache(options.pipelinePath, pipeline.name)
     }
 
     const outcomes = new Map<string, StepOutcome>()
