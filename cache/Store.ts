@@ -376,18 +376,22 @@ export class Store {
    * where this checkout ran it before, else the pipeline of the same name run
    * from another checkout (a machine's first run). Only a hint: a key it did
    * not read is looked up alone. Called once the run is recorded as running:
-   * gc keeps every cache entry while a run is in progress.
+   * gc keeps every cache entry while a run is in progress. Returns how many
+   * entries it read ahead.
    */
-  prefetchCache(pipelinePath: string, pipeline: string) {
-    if (!this.shared) return
+  prefetchCache(pipelinePath: string, pipeline: string): number {
+    if (!this.shared) return 0
+    const last = (where: string) =>
+      `(SELECT id FROM runs WHERE ${where} = ? AND status IN ('succeeded', 'failed') ORDER BY started_at DESC LIMIT 1)`
     const rows = this.sql(
       `SELECT c.step_key, c.execution_id, c.outputs, a.digest, a.kind, a.is_dir, a.size, a.meta FROM step_cache c
-         JOIN (SELECT DISTINCT step_key FROM executions WHERE step_key IS NOT NULL AND run_id =
-           (SELECT id FROM runs WHERE (pipeline_path = ? OR pipeline = ?) AND status IN ('succeeded', 'failed')
-              ORDER BY (pipeline_path = ?) DESC, started_at DESC LIMIT 1)) k ON k.step_key = c.step_key
+         JOIN (SELECT DISTINCT step_key FROM executions WHERE step_key IS NOT NULL
+                 AND run_id = coalesce(${last("pipeline_path")}, ${last("pipeline")})) k ON k.step_key = c.step_key
          LEFT JOIN artifacts a ON a.digest IN (SELECT value FROM json_each_text(c.outputs::json))`,
-    ).all(pipelinePath, pipeline, pipelinePath) as CacheRow[]
-    for (const [key, entry] of this.cacheRows(rows)) this.prefetched.set(key, entry)
+    ).all(pipelinePath, pipeline) as CacheRow[]
+    const entries = this.cacheRows(rows)
+    for (const [key, entry] of entries) this.prefetched.set(key, entry)
+    return entries.size
   }
 
   /** Cache entries from rows of an entry joined with its outputs' artifacts (whose rows are kept). */

@@ -9,6 +9,7 @@ import { once } from "node:events"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
+import { Store } from "../../cache/Store.ts"
 import { engineProject } from "../fixtures/engine/project.ts"
 import { cli, type RunJson, repoRoot, runJson, runJsonAsync, spawnCli } from "../support/cli.ts"
 import { freshBucket, freshDatabase, postgresUrl, psql, s3Endpoint, s3Env } from "../support/services.ts"
@@ -92,6 +93,48 @@ describe.skipIf(server === undefined || endpoint === undefined)("a shared store 
       expect(runs.runs.every((r) => r.status === "succeeded")).toBe(true)
       verify(a, env)
     })
+
+  it("a run reads ahead the cache entries of its pipeline's last run: this checkout's, else the same name's", () => {
+    const { env, database, objects } = sharedStore("dir")
+    const [a, b, c] = [engineProject("ahead-a"), engineProject("ahead-b"), engineProject("ahead-c")]
+    const mine = runJson(a, ["pipeline.ts"], env)
+    expect(mine.code, mine.stderr).toBe(0)
+    // A newer run of the same pipeline from another checkout, with other keys for two of its steps.
+    const theirs = runJson(b, ["pipeline.ts", "--set", "upper.times=3"], env)
+    expect(theirs.code, theirs.stderr).toBe(0)
+    const [pipelinePath, name] = psql(
+      database,
+      `SELECT pipeline_path, pipeline FROM runs WHERE id = '${mine.json.run}'`,
+    ).split("|") as [string, string]
+    const keysOf = (run: string) =>
+      psql(
+        database,
+        `SELECT DISTINCT e.step_key FROM executions e JOIN step_cache c ON c.step_key = e.step_key WHERE e.run_id = '${run}'`,
+      ).split("\n")
+    const [mineKeys, theirKeys] = [keysOf(mine.json.run), keysOf(theirs.json.run)]
+    const onlyMine = mineKeys.filter((k) => !theirKeys.includes(k))
+    const onlyTheirs = theirKeys.filter((k) => !mineKeys.includes(k))
+    expect(onlyMine.length).toBeGreaterThan(0)
+    expect(onlyTheirs.length).toBeGreaterThan(0)
+
+    const open = (dir: string) => Store.openShared({ database, objects, local: path.join(dir, ".tunegraph") })
+    const [again, first, other] = [open(a), open(c), open(c)]
+    try {
+      expect(again.prefetchCache(pipelinePath, name)).toBe(mineKeys.length)
+      // A checkout that never ran it: the newest run of the pipeline of that name, made elsewhere.
+      expect(first.prefetchCache(path.join(c, "pipeline.ts"), name)).toBe(theirKeys.length)
+      expect(other.prefetchCache(path.join(c, "pipeline.ts"), "no-such-pipeline")).toBe(0)
+      // What was read ahead serves the lookups without the database: the entries are gone from it now.
+      psql(database, "DELETE FROM step_cache")
+      for (const k of mineKeys) expect(again.lookup(k), k).toBeDefined()
+      for (const k of onlyTheirs) expect(again.lookup(k), k).toBeUndefined()
+      for (const k of theirKeys) expect(first.lookup(k), k).toBeDefined()
+      for (const k of onlyMine) expect(first.lookup(k), k).toBeUndefined()
+      expect(other.lookup(theirKeys[0]!)).toBeUndefined()
+    } finally {
+      for (const s of [again, first, other]) s.close()
+    }
+  })
 
   it("a sink cached on another machine writes its outside copy from the bucket", () => {
     const { env } = sharedStore("s3")
